@@ -1,0 +1,15 @@
+//! Vigie's pure core: the domain model of the city's equipment, the NGSI-LD
+//! payloads and query language, geo predicates and the device-side payload
+//! decoders. Nothing here does I/O, so all of it is unit-tested and fuzzed.
+
+pub mod decode;
+pub mod device;
+pub mod entity;
+pub mod scope;
+
+pub use device::{AttributeMapping, Device, DeviceError, Transport};
+pub use entity::{Attribute, AttributeKind, Entity, EntityId, EntityIdError, Observation};
+pub use scope::{BusinessLine, CommuneId, Scope, ScopeError};
+
+/// A point in time, UTC. Every timestamp Vigie stores or exchanges is one.
+pub type Timestamp = jiff::Timestamp;
