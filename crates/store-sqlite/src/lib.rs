@@ -1,1 +1,397 @@
-//! placeholder
+//! SQLite engine for Vigie's [`Store`]: the embedded default, one file in the
+//! data directory, WAL mode, migrations embedded in the binary.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use vigie_core::{Device, Entity, EntityId, Timestamp};
+use vigie_store::{DeadLetter, HistoryPoint, HistoryQuery, Result, Retention, Store, StoreError, WriteBatch};
+
+/// Rows per multi-row INSERT: large enough to amortise statement overhead,
+/// small enough to stay far below SQLite's bound-parameter limit.
+const ROWS_PER_STATEMENT: usize = 256;
+
+/// How hard SQLite syncs to disk at each commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync at every commit: a committed batch survives a power loss.
+    Full,
+    /// WAL with fewer fsyncs: survives a process crash (kill -9), may lose the
+    /// last commits on power loss.
+    Normal,
+}
+
+impl FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "full" => Ok(Self::Full),
+            "normal" => Ok(Self::Normal),
+            other => Err(format!("unknown durability '{other}': expected 'full' or 'normal'")),
+        }
+    }
+}
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+fn engine(e: sqlx::Error) -> StoreError {
+    StoreError::Engine(e.to_string())
+}
+
+fn micros(t: Timestamp) -> i64 {
+    t.as_microsecond()
+}
+
+fn from_micros(us: i64, what: &str) -> Result<Timestamp> {
+    Timestamp::from_microsecond(us).map_err(|e| StoreError::Corrupt {
+        what: what.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn corrupt(what: impl Into<String>, reason: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        what: what.into(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Splits a JSON value into the history columns (num, txt, json): numbers and
+/// strings get native columns so that the temporal API can aggregate in SQL.
+fn value_columns(v: &Value) -> (Option<f64>, Option<&str>, Option<String>) {
+    match v {
+        Value::Number(n) if n.as_f64().is_some() => (n.as_f64(), None, None),
+        Value::String(s) => (None, Some(s.as_str()), None),
+        other => (None, None, Some(other.to_string())),
+    }
+}
+
+fn value_from_columns(num: Option<f64>, txt: Option<String>, json: Option<String>) -> Result<Value> {
+    match (num, txt, json) {
+        (Some(n), _, _) => Ok(serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number)),
+        (_, Some(s), _) => Ok(Value::String(s)),
+        (_, _, Some(j)) => serde_json::from_str(&j).map_err(|e| corrupt("history value", e)),
+        _ => Err(corrupt("history value", "no column holds the value")),
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path`.
+    pub async fn open(path: &Path, durability: Durability) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Engine(format!("cannot create data directory {}: {e}", dir.display())))?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match durability {
+                Durability::Full => SqliteSynchronous::Full,
+                Durability::Normal => SqliteSynchronous::Normal,
+            })
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("cache_size", "-65536") // 64 MiB page cache per connection
+            .pragma("temp_store", "memory")
+            .foreign_keys(false);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Engine(format!("cannot open {}: {e}", path.display())))?;
+        Ok(Self { pool })
+    }
+
+    /// Opens from a URL: `sqlite://PATH` or `sqlite:PATH`.
+    pub async fn open_url(url: &str, durability: Durability) -> Result<Self> {
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| StoreError::UnsupportedUrl(url.to_owned()))?;
+        Self::open(Path::new(path), durability).await
+    }
+
+    /// The raw pool, for benchmarks that compare against plain SQLite inserts.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn migrate(&self) -> Result<()> {
+        sqlx::migrate!("./migrations")
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Engine(format!("migration failed: {e}")))
+    }
+
+    async fn write(&self, batch: &WriteBatch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(engine)?;
+        let mut keys: HashMap<&str, i64> = HashMap::with_capacity(batch.upserts.len());
+
+        for chunk in batch.upserts.chunks(ROWS_PER_STATEMENT) {
+            let bodies: Vec<String> = chunk
+                .iter()
+                .map(|e| serde_json::to_string(e).map_err(|err| corrupt(e.id.as_str(), err)))
+                .collect::<Result<_>>()?;
+            let mut qb = QueryBuilder::<Sqlite>::new("INSERT INTO entities (id, type, scope, body, modified_at) ");
+            qb.push_values(chunk.iter().zip(&bodies), |mut row, (e, body)| {
+                row.push_bind(e.id.as_str())
+                    .push_bind(e.entity_type.as_str())
+                    .push_bind(e.scope.as_ref().map(|s| s.to_ngsi()))
+                    .push_bind(body.as_str())
+                    .push_bind(e.modified_at.map(micros));
+            });
+            qb.push(
+                " ON CONFLICT (id) DO UPDATE SET type = excluded.type, scope = excluded.scope, \
+                 body = excluded.body, modified_at = excluded.modified_at RETURNING key, id",
+            );
+            let rows = qb.build().fetch_all(&mut *tx).await.map_err(engine)?;
+            for row in rows {
+                let key: i64 = row.try_get(0).map_err(engine)?;
+                let id: String = row.try_get(1).map_err(engine)?;
+                if let Some(e) = chunk.iter().find(|e| e.id.as_str() == id) {
+                    keys.insert(e.id.as_str(), key);
+                }
+            }
+        }
+
+        for id in &batch.deletes {
+            sqlx::query("DELETE FROM entities WHERE id = ?")
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(engine)?;
+        }
+
+        // History of an entity not upserted in this batch: look its key up once.
+        for p in &batch.history {
+            if !keys.contains_key(p.entity_id.as_str()) {
+                let key: Option<i64> = sqlx::query_scalar("SELECT key FROM entities WHERE id = ?")
+                    .bind(p.entity_id.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(engine)?;
+                match key {
+                    Some(k) => {
+                        keys.insert(p.entity_id.as_str(), k);
+                    }
+                    None => tracing::warn!(entity = %p.entity_id, "history point for an unknown entity dropped"),
+                }
+            }
+        }
+        let known: Vec<&HistoryPoint> = batch
+            .history
+            .iter()
+            .filter(|p| keys.contains_key(p.entity_id.as_str()))
+            .collect();
+        for chunk in known.chunks(ROWS_PER_STATEMENT) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "INSERT OR REPLACE INTO history (entity_key, attribute, observed_at, num, txt, json, unit_code) ",
+            );
+            qb.push_values(chunk, |mut row, p| {
+                let (num, txt, json) = value_columns(&p.value);
+                row.push_bind(keys.get(p.entity_id.as_str()).copied())
+                    .push_bind(p.attribute.as_str())
+                    .push_bind(micros(p.observed_at))
+                    .push_bind(num)
+                    .push_bind(txt)
+                    .push_bind(json)
+                    .push_bind(p.unit_code.as_deref());
+            });
+            qb.build().execute(&mut *tx).await.map_err(engine)?;
+        }
+
+        for chunk in batch.dead_letters.chunks(ROWS_PER_STATEMENT) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO dead_letters (received_at, source, topic, reason, detail, payload) ",
+            );
+            qb.push_values(chunk, |mut row, d| {
+                row.push_bind(micros(d.received_at))
+                    .push_bind(d.source.as_str())
+                    .push_bind(d.topic.as_str())
+                    .push_bind(d.reason.as_str())
+                    .push_bind(d.detail.as_str())
+                    .push_bind(d.payload.as_slice());
+            });
+            qb.build().execute(&mut *tx).await.map_err(engine)?;
+        }
+
+        tx.commit().await.map_err(engine)
+    }
+
+    async fn entities_page(&self, after: Option<&EntityId>, limit: usize) -> Result<Vec<Entity>> {
+        let rows = sqlx::query("SELECT id, body FROM entities WHERE id > ? ORDER BY id LIMIT ?")
+            .bind(after.map_or("", |a| a.as_str()))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(engine)?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get(0).map_err(engine)?;
+                let body: String = row.try_get(1).map_err(engine)?;
+                serde_json::from_str(&body).map_err(|e| corrupt(format!("entity {id}"), e))
+            })
+            .collect()
+    }
+
+    async fn count_entities(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM entities")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(engine)?;
+        Ok(n.unsigned_abs())
+    }
+
+    async fn history(&self, q: &HistoryQuery) -> Result<Vec<HistoryPoint>> {
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "SELECT e.id, h.attribute, h.observed_at, h.num, h.txt, h.json, h.unit_code \
+             FROM history h JOIN entities e ON e.key = h.entity_key WHERE 1 = 1",
+        );
+        if let Some(id) = &q.entity_id {
+            qb.push(" AND e.id = ").push_bind(id.as_str());
+        }
+        if let Some(a) = &q.attribute {
+            qb.push(" AND h.attribute = ").push_bind(a.as_str());
+        }
+        if let Some(t) = q.from {
+            qb.push(" AND h.observed_at >= ").push_bind(micros(t));
+        }
+        if let Some(t) = q.to {
+            qb.push(" AND h.observed_at < ").push_bind(micros(t));
+        }
+        qb.push(" ORDER BY h.observed_at LIMIT ")
+            .push_bind(i64::try_from(q.limit).unwrap_or(i64::MAX));
+        let rows = qb.build().fetch_all(&self.pool).await.map_err(engine)?;
+        rows.iter()
+            .map(|r| {
+                let id: String = r.try_get(0).map_err(engine)?;
+                Ok(HistoryPoint {
+                    entity_id: EntityId::new(id).map_err(|e| corrupt("history entity id", e))?,
+                    attribute: r.try_get(1).map_err(engine)?,
+                    observed_at: from_micros(r.try_get(2).map_err(engine)?, "history time")?,
+                    value: value_from_columns(
+                        r.try_get(3).map_err(engine)?,
+                        r.try_get(4).map_err(engine)?,
+                        r.try_get(5).map_err(engine)?,
+                    )?,
+                    unit_code: r.try_get(6).map_err(engine)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn count_history(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM history")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(engine)?;
+        Ok(n.unsigned_abs())
+    }
+
+    async fn prune_history(&self, now: Timestamp, retention: &Retention) -> Result<u64> {
+        let cutoff = |days: u32| micros(now) - i64::from(days) * 86_400 * 1_000_000;
+        let mut removed = 0;
+        for (attribute, days) in &retention.per_attribute_days {
+            removed += sqlx::query("DELETE FROM history WHERE attribute = ? AND observed_at < ?")
+                .bind(attribute)
+                .bind(cutoff(*days))
+                .execute(&self.pool)
+                .await
+                .map_err(engine)?
+                .rows_affected();
+        }
+        let mut qb = QueryBuilder::<Sqlite>::new("DELETE FROM history WHERE observed_at < ");
+        qb.push_bind(cutoff(retention.default_days));
+        if !retention.per_attribute_days.is_empty() {
+            qb.push(" AND attribute NOT IN (");
+            let mut list = qb.separated(", ");
+            for attribute in retention.per_attribute_days.keys() {
+                list.push_bind(attribute);
+            }
+            qb.push(")");
+        }
+        removed += qb.build().execute(&self.pool).await.map_err(engine)?.rows_affected();
+        Ok(removed)
+    }
+
+    async fn put_device(&self, device: &Device) -> Result<()> {
+        let body = serde_json::to_string(device).map_err(|e| corrupt(device.device_id.as_str(), e))?;
+        sqlx::query("INSERT INTO devices (device_id, body) VALUES (?, ?) ON CONFLICT (device_id) DO UPDATE SET body = excluded.body")
+            .bind(&device.device_id)
+            .bind(body)
+            .execute(&self.pool)
+            .await
+            .map_err(engine)?;
+        Ok(())
+    }
+
+    async fn delete_device(&self, device_id: &str) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM devices WHERE device_id = ?")
+            .bind(device_id)
+            .execute(&self.pool)
+            .await
+            .map_err(engine)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn devices(&self) -> Result<Vec<Device>> {
+        let rows = sqlx::query("SELECT device_id, body FROM devices ORDER BY device_id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(engine)?;
+        rows.iter()
+            .map(|r| {
+                let id: String = r.try_get(0).map_err(engine)?;
+                let body: String = r.try_get(1).map_err(engine)?;
+                serde_json::from_str(&body).map_err(|e| corrupt(format!("device {id}"), e))
+            })
+            .collect()
+    }
+
+    async fn dead_letters(&self, limit: usize, offset: usize) -> Result<Vec<DeadLetter>> {
+        let rows = sqlx::query(
+            "SELECT received_at, source, topic, reason, detail, payload FROM dead_letters \
+             ORDER BY seq DESC LIMIT ? OFFSET ?",
+        )
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(engine)?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeadLetter {
+                    received_at: from_micros(r.try_get(0).map_err(engine)?, "dead letter time")?,
+                    source: r.try_get(1).map_err(engine)?,
+                    topic: r.try_get(2).map_err(engine)?,
+                    reason: r.try_get(3).map_err(engine)?,
+                    detail: r.try_get(4).map_err(engine)?,
+                    payload: r.try_get(5).map_err(engine)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn count_dead_letters(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(engine)?;
+        Ok(n.unsigned_abs())
+    }
+}

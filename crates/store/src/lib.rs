@@ -1,1 +1,124 @@
-//! placeholder
+//! The `Store` trait: everything Vigie keeps durably, independent of the engine.
+//!
+//! One crate per engine implements it (`vigie-store-sqlite` now, PostgreSQL
+//! later); callers hold an `Arc<dyn Store>` picked from the database URL and
+//! never see SQL. The server writes through a single batching writer, so the
+//! write side is one call, [`Store::write`], that is atomic per batch.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use vigie_core::{Device, Entity, EntityId, Timestamp};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The engine failed (I/O, disk full, locked database). Retrying may succeed.
+    #[error("storage engine error: {0}")]
+    Engine(String),
+    /// What was stored cannot be read back as Vigie's model (a bug or a manual edit).
+    #[error("corrupt record {what}: {reason}")]
+    Corrupt { what: String, reason: String },
+    /// The URL names no engine this build has.
+    #[error("unsupported database URL '{0}': expected sqlite://PATH")]
+    UnsupportedUrl(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// One historical value of one attribute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryPoint {
+    pub entity_id: EntityId,
+    pub attribute: String,
+    pub observed_at: Timestamp,
+    pub value: Value,
+    pub unit_code: Option<String>,
+}
+
+/// A message that could not be ingested, kept with the reason so an operator
+/// can see what a device sent and why it was refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub received_at: Timestamp,
+    /// Where it came from: `mqtt`, `http`...
+    pub source: String,
+    /// The MQTT topic or HTTP path.
+    pub topic: String,
+    /// A short machine-readable reason, e.g. `unknown-device`, `invalid-payload`.
+    pub reason: String,
+    /// The human-readable explanation.
+    pub detail: String,
+    /// The payload as received, truncated to a bounded size.
+    pub payload: Vec<u8>,
+}
+
+/// Everything one batch changes, written atomically: entity states (the whole
+/// entity as it now is), deletions, history points and dead letters.
+#[derive(Debug, Default, Clone)]
+pub struct WriteBatch {
+    pub upserts: Vec<Entity>,
+    pub deletes: Vec<EntityId>,
+    pub history: Vec<HistoryPoint>,
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+impl WriteBatch {
+    pub fn is_empty(&self) -> bool {
+        self.upserts.is_empty() && self.deletes.is_empty() && self.history.is_empty() && self.dead_letters.is_empty()
+    }
+}
+
+/// Which history to read: one entity's attribute(s) over a time range.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryQuery {
+    pub entity_id: Option<EntityId>,
+    pub attribute: Option<String>,
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+    pub limit: usize,
+}
+
+/// How long history is kept: a default, and overrides per attribute name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Retention {
+    pub default_days: u32,
+    #[serde(default)]
+    pub per_attribute_days: HashMap<String, u32>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates or upgrades the schema. Idempotent.
+    async fn migrate(&self) -> Result<()>;
+
+    /// Writes a batch atomically: all of it is durable when this returns Ok, none of it otherwise.
+    async fn write(&self, batch: &WriteBatch) -> Result<()>;
+
+    /// Entities in id order, after `after` (exclusive), at most `limit`: the
+    /// server loads the twin page by page at startup.
+    async fn entities_page(&self, after: Option<&EntityId>, limit: usize) -> Result<Vec<Entity>>;
+
+    async fn count_entities(&self) -> Result<u64>;
+
+    /// History points, oldest first.
+    async fn history(&self, query: &HistoryQuery) -> Result<Vec<HistoryPoint>>;
+
+    async fn count_history(&self) -> Result<u64>;
+
+    /// Deletes history older than the retention allows; returns how many points went.
+    async fn prune_history(&self, now: Timestamp, retention: &Retention) -> Result<u64>;
+
+    async fn put_device(&self, device: &Device) -> Result<()>;
+    /// Returns whether the device existed.
+    async fn delete_device(&self, device_id: &str) -> Result<bool>;
+    async fn devices(&self) -> Result<Vec<Device>>;
+
+    /// The newest dead letters first.
+    async fn dead_letters(&self, limit: usize, offset: usize) -> Result<Vec<DeadLetter>>;
+    async fn count_dead_letters(&self) -> Result<u64>;
+}
+
+#[cfg(feature = "testsuite")]
+pub mod testsuite;
