@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::de::Error as _;
 use serde::ser::SerializeMap;
@@ -29,10 +30,11 @@ pub enum EntityIdError {
 }
 
 /// An entity identifier: an absolute URI, by convention
-/// `urn:ngsi-ld:<Type>:<commune>:<local-id>`.
+/// `urn:ngsi-ld:<Type>:<commune>:<local-id>`. Shared, so that the twin's
+/// indexes and every batch can hold it without copying the text.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct EntityId(String);
+pub struct EntityId(Arc<str>);
 
 impl EntityId {
     pub fn new(s: impl Into<String>) -> Result<Self, EntityIdError> {
@@ -54,7 +56,7 @@ impl EntityId {
         if !valid_scheme || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(EntityIdError::NotAUri(s));
         }
-        Ok(Self(s))
+        Ok(Self(s.into()))
     }
 
     /// `urn:ngsi-ld:{entity_type}:{commune}:{local_id}`, Vigie's convention.
@@ -75,7 +77,12 @@ impl TryFrom<String> for EntityId {
 }
 impl From<EntityId> for String {
     fn from(v: EntityId) -> String {
-        v.0
+        v.0.to_string()
+    }
+}
+impl std::borrow::Borrow<str> for EntityId {
+    fn borrow(&self) -> &str {
+        &self.0
     }
 }
 impl fmt::Display for EntityId {
