@@ -190,7 +190,7 @@ impl Attribute {
         if value.is_null() {
             return Err(format!("attribute '{name}' has a null '{member}'"));
         }
-        if kind == AttributeKind::Relationship && !value.as_str().is_some_and(|s| EntityId::new(s).is_ok()) {
+        if kind == AttributeKind::Relationship && value.as_str().is_none_or(|s| EntityId::new(s).is_err()) {
             return Err(format!("relationship '{name}' must point to an entity id (a URI)"));
         }
         let observed_at = match obj.get("observedAt") {
@@ -244,6 +244,23 @@ impl Attribute {
         }
         Value::Object(m)
     }
+}
+
+/// Whether a value is a GeoJSON geometry, so a measure like a vehicle's
+/// position becomes a GeoProperty on first sight.
+pub fn is_geometry(v: &Value) -> bool {
+    const TYPES: [&str; 6] = [
+        "Point",
+        "LineString",
+        "Polygon",
+        "MultiPoint",
+        "MultiLineString",
+        "MultiPolygon",
+    ];
+    v.get("type")
+        .and_then(Value::as_str)
+        .is_some_and(|t| TYPES.contains(&t))
+        && v.get("coordinates").is_some()
 }
 
 /// RFC 3339 with millisecond precision and `Z`, as NGSI-LD brokers print it.
@@ -302,7 +319,12 @@ impl Entity {
                 }
             }
             None => {
-                let mut attr = Attribute::property(obs.value.clone()).observed(obs.observed_at);
+                let kind = if is_geometry(&obs.value) {
+                    AttributeKind::GeoProperty
+                } else {
+                    AttributeKind::Property
+                };
+                let mut attr = Attribute::of_kind(kind, obs.value.clone()).observed(obs.observed_at);
                 attr.unit_code.clone_from(&obs.unit_code);
                 self.attributes.insert(obs.attribute.clone(), attr);
             }

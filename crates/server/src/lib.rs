@@ -1,1 +1,227 @@
-//! placeholder
+//! Vigie's server: ingestion, the live twin and the HTTP APIs, started from a
+//! [`Config`] on listeners the caller binds, and stopped cleanly on demand.
+
+pub mod api;
+pub mod config;
+pub mod ingest;
+pub mod metrics;
+mod retention;
+pub mod twin;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use vigie_core::device::Provisioning;
+use vigie_store::Store;
+use vigie_store_sqlite::{Durability, SqliteStore};
+
+pub use config::Config;
+
+use crate::api::AppState;
+use crate::ingest::mqtt::{Consumer, ConsumerOptions, parse_broker_url};
+use crate::ingest::{DeviceRegistry, IngestHandle, Writer};
+use crate::metrics::Metrics;
+use crate::twin::Twin;
+
+/// Entities read per page when the twin is loaded at start.
+const LOAD_PAGE: usize = 10_000;
+
+/// Opens the store named by the configuration's URL.
+pub async fn open_store(config: &config::StoreConfig) -> anyhow::Result<Arc<dyn Store>> {
+    let durability: Durability = config.durability.parse().map_err(anyhow::Error::msg)?;
+    let store = SqliteStore::open_url(&config.url, durability).await?;
+    store.migrate().await?;
+    Ok(Arc::new(store))
+}
+
+async fn load_twin(store: &dyn Store) -> anyhow::Result<Twin> {
+    let mut all = Vec::new();
+    loop {
+        let page = store
+            .entities_page(all.last().map(|e: &vigie_core::Entity| &e.id), LOAD_PAGE)
+            .await?;
+        if page.is_empty() {
+            break;
+        }
+        all.extend(page);
+    }
+    Ok(Twin::from_entities(all))
+}
+
+/// Reads an IoT Agent provisioning file; every device must validate.
+pub fn read_devices_file(path: &Path) -> anyhow::Result<Vec<vigie_core::Device>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let doc: Provisioning =
+        serde_json::from_str(&text).with_context(|| format!("{} is not a provisioning document", path.display()))?;
+    doc.devices
+        .into_iter()
+        .map(|d| d.validate().map_err(anyhow::Error::from))
+        .collect()
+}
+
+/// A running Vigie. Dropping it does not stop it: call [`Running::shutdown`].
+pub struct Running {
+    pub http_addr: SocketAddr,
+    /// The MQTT broker Vigie consumes from (the embedded one's real address when embedded).
+    pub mqtt_addr: Option<SocketAddr>,
+    pub twin: Arc<Twin>,
+    pub store: Arc<dyn Store>,
+    pub registry: Arc<DeviceRegistry>,
+    pub metrics: Arc<Metrics>,
+    stop: CancellationToken,
+    http: JoinHandle<()>,
+    writer: JoinHandle<()>,
+    consumer: Option<JoinHandle<()>>,
+    retention: JoinHandle<()>,
+    broker: Option<vigie_broker::EmbeddedBroker>,
+}
+
+/// Starts Vigie: store, twin, embedded broker (unless an external one is
+/// configured), MQTT consumer, writer, retention and HTTP on `http`.
+/// `extra` routes are served beside the API (the demo's fault injection).
+pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> anyhow::Result<Running> {
+    let config = Arc::new(config);
+    let store = open_store(&config.store).await?;
+    let twin = Arc::new(load_twin(store.as_ref()).await?);
+    tracing::info!(entities = twin.len(), "twin loaded");
+
+    let registry = Arc::new(DeviceRegistry::default());
+    for d in store.devices().await? {
+        registry.insert(d);
+    }
+    if !config.ingest.devices_file.is_empty() {
+        for d in read_devices_file(Path::new(&config.ingest.devices_file))? {
+            store.put_device(&d).await?;
+            registry.insert(d);
+        }
+    }
+
+    let metrics = Arc::new(Metrics::default());
+    let stop = CancellationToken::new();
+    let writer_done = CancellationToken::new();
+    let (tx, rx) = mpsc::channel(config.ingest.queue_capacity.max(1));
+
+    let writer = {
+        let w = Writer {
+            store: Arc::clone(&store),
+            twin: Arc::clone(&twin),
+            metrics: Arc::clone(&metrics),
+            batch_max: config.ingest.batch_max.max(1),
+        };
+        let (stop, done) = (stop.clone(), writer_done.clone());
+        tokio::spawn(async move {
+            w.run(rx, stop).await;
+            done.cancel();
+        })
+    };
+
+    // The broker: external when configured, else embedded.
+    let (broker, broker_host, broker_port) = if config.mqtt.url.is_empty() && config.mqtt.embedded {
+        let broker = vigie_broker::EmbeddedBroker::start(vigie_broker::BrokerConfig {
+            listen: config.mqtt.embedded_listen,
+            ..Default::default()
+        })
+        .await
+        .context("cannot start the embedded MQTT broker")?;
+        let addr = broker.local_addr();
+        let host = if addr.ip().is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else {
+            addr.ip().to_string()
+        };
+        (Some(broker), Some(host), addr.port())
+    } else if !config.mqtt.url.is_empty() {
+        let (host, port) = parse_broker_url(&config.mqtt.url)?;
+        (None, Some(host), port)
+    } else {
+        (None, None, 0)
+    };
+    let mqtt_addr = match &broker_host {
+        Some(host) => tokio::net::lookup_host((host.as_str(), broker_port))
+            .await
+            .ok()
+            .and_then(|mut a| a.next()),
+        None => None,
+    };
+    let consumer = broker_host.map(|host| {
+        let consumer = Consumer::new(
+            ConsumerOptions {
+                host,
+                port: broker_port,
+                client_id: config.mqtt.client_id.clone(),
+                share_group: config.mqtt.share_group.clone(),
+                receive_maximum: config.mqtt.receive_maximum.max(1),
+                dead_letter_payload_bytes: config.ingest.dead_letter_payload_bytes,
+            },
+            Arc::clone(&registry),
+            tx.clone(),
+            Arc::clone(&metrics),
+        );
+        let (stop, done) = (stop.clone(), writer_done.clone());
+        tokio::spawn(consumer.run(stop, done))
+    });
+
+    let retention = tokio::spawn(retention::run(Arc::clone(&store), config.history.clone(), stop.clone()));
+
+    let state = AppState {
+        config: Arc::clone(&config),
+        twin: Arc::clone(&twin),
+        ingest: IngestHandle::new(tx),
+        registry: Arc::clone(&registry),
+        store: Arc::clone(&store),
+        metrics: Arc::clone(&metrics),
+    };
+    let http_addr = http.local_addr()?;
+    let app = api::router(state).merge(extra);
+    let http = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(http, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+            {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        })
+    };
+    tracing::info!(%http_addr, ?mqtt_addr, "Vigie is serving");
+    Ok(Running {
+        http_addr,
+        mqtt_addr,
+        twin,
+        store,
+        registry,
+        metrics,
+        stop,
+        http,
+        writer,
+        consumer,
+        retention,
+        broker,
+    })
+}
+
+impl Running {
+    /// Stops cleanly: no new requests or messages, every queued write made
+    /// durable and acknowledged, then the broker closes.
+    pub async fn shutdown(self) {
+        tracing::info!("shutting down");
+        self.stop.cancel();
+        let _ = self.http.await;
+        let _ = self.writer.await;
+        if let Some(c) = self.consumer {
+            let _ = c.await;
+        }
+        let _ = self.retention.await;
+        if let Some(b) = self.broker {
+            b.shutdown().await;
+        }
+        tracing::info!("stopped");
+    }
+}

@@ -1,0 +1,96 @@
+//! Every API failure, mapped once to an NGSI-LD ProblemDetails response.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::ingest::WriteError;
+
+const ERROR_BASE: &str = "https://uri.etsi.org/ngsi-ld/errors/";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is syntactically wrong (not JSON, unknown parameter value).
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The request is well-formed but its content is not acceptable.
+    #[error("{0}")]
+    BadRequestData(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    TooManyResults(String),
+    #[error("{0}")]
+    TooComplexQuery(String),
+    #[error("{0}")]
+    OperationNotSupported(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            Self::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "InvalidRequest", "Invalid request"),
+            Self::BadRequestData(_) => (StatusCode::BAD_REQUEST, "BadRequestData", "Bad request data"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "ResourceNotFound", "Resource not found"),
+            Self::AlreadyExists(_) => (StatusCode::CONFLICT, "AlreadyExists", "Already exists"),
+            Self::TooManyResults(_) => (StatusCode::FORBIDDEN, "TooManyResults", "Too many results"),
+            Self::TooComplexQuery(_) => (StatusCode::FORBIDDEN, "TooComplexQuery", "Too complex query"),
+            Self::OperationNotSupported(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "OperationNotSupported",
+                "Operation not supported",
+            ),
+            Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "InvalidRequest", "Payload too large"),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "InternalError", "Service unavailable"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "Internal error"),
+        }
+    }
+
+    /// The ProblemDetails body (also used inside batch results).
+    pub fn problem(&self) -> serde_json::Value {
+        let (status, kind, title) = self.parts();
+        let detail = match self {
+            // Never leak engine internals (SQL, paths) to clients: they are in the log.
+            Self::Internal(_) => "an internal error occurred; see the server log".to_owned(),
+            other => other.to_string(),
+        };
+        json!({"type": format!("{ERROR_BASE}{kind}"), "title": title, "status": status.as_u16(), "detail": detail})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, _, _) = self.parts();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        } else {
+            tracing::debug!(error = %self, "request refused");
+        }
+        (status, Json(self.problem())).into_response()
+    }
+}
+
+impl From<WriteError> for ApiError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::NotFound(_) => Self::NotFound(e.to_string()),
+            WriteError::AlreadyExists(_) => Self::AlreadyExists(e.to_string()),
+            WriteError::Unavailable(_) => Self::Unavailable(e.to_string()),
+        }
+    }
+}
+
+impl From<vigie_store::StoreError> for ApiError {
+    fn from(e: vigie_store::StoreError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}

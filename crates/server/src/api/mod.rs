@@ -1,0 +1,126 @@
+//! Vigie's HTTP APIs: NGSI-LD (`/ngsi-ld/v1`), device provisioning (`/iot`),
+//! Vigie's own REST API (`/api/v1`) and operations (`/health`, `/metrics`).
+
+mod devices;
+pub mod error;
+mod ngsi;
+mod ops;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::{Router, body::Bytes};
+use serde_json::Value;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use vigie_store::Store;
+
+pub use error::ApiError;
+
+use crate::config::Config;
+use crate::ingest::{DeviceRegistry, IngestHandle};
+use crate::metrics::Metrics;
+use crate::twin::Twin;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub twin: Arc<Twin>,
+    pub ingest: IngestHandle,
+    pub registry: Arc<DeviceRegistry>,
+    pub store: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let limits = &state.config.http;
+    Router::new()
+        .merge(ngsi::routes())
+        .merge(devices::routes())
+        .merge(ops::routes())
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(limits.request_timeout_secs),
+        ))
+        .layer(CatchPanicLayer::new())
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// A JSON request body, bounded, with NGSI-LD errors: not JSON is
+/// `InvalidRequest`, too large is 413.
+pub struct JsonBody(pub Value);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| match e {
+            BytesRejection::FailedToBufferBody(inner) if inner.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::PayloadTooLarge("the request body exceeds the configured limit (http.max_body_bytes)".into())
+            }
+            other => ApiError::InvalidRequest(format!("cannot read the request body: {other}")),
+        })?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::InvalidRequest(format!("the body is not valid JSON: {e}")))
+    }
+}
+
+/// Query-string parameters; a repeated parameter keeps its last value.
+pub struct Params(pub HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or("");
+        if query.len() > 16 * 1024 {
+            return Err(ApiError::TooComplexQuery("the query string exceeds 16 KiB".into()));
+        }
+        serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+            .map(|pairs| Params(pairs.into_iter().collect()))
+            .map_err(|e| ApiError::InvalidRequest(format!("malformed query string: {e}")))
+    }
+}
+
+impl Params {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    /// A non-negative integer parameter.
+    pub fn usize(&self, key: &str) -> Result<Option<usize>, ApiError> {
+        self.get(key)
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| ApiError::BadRequestData(format!("'{key}' must be a non-negative integer, got '{v}'")))
+            })
+            .transpose()
+    }
+
+    /// A comma-separated list parameter.
+    pub fn list(&self, key: &str) -> Option<Vec<String>> {
+        self.get(key).map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+    }
+
+    /// Whether `options` (comma-separated) contains `option`.
+    pub fn has_option(&self, option: &str) -> bool {
+        self.get("options")
+            .is_some_and(|o| o.split(',').any(|x| x.trim() == option))
+    }
+}

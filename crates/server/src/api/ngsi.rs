@@ -1,0 +1,331 @@
+//! NGSI-LD entities: create, read, query, append/update attributes, delete,
+//! and batch create/upsert (ETSI GS CIM 009).
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use vigie_core::{Attribute, Entity, EntityId};
+
+use super::{ApiError, AppState, JsonBody, Params};
+use crate::ingest::{BatchKind, WriteOp, WriteOutcome};
+use crate::twin::Candidates;
+
+/// The NGSI-LD core context, linked from every `application/json` answer.
+pub const CORE_CONTEXT: &str = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld";
+/// Most entities in one batch operation.
+const MAX_BATCH: usize = 1_000;
+/// Longest regular expression accepted in `idPattern`.
+const MAX_PATTERN_BYTES: usize = 1_024;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/ngsi-ld/v1/entities", get(query_entities).post(create_entity))
+        .route("/ngsi-ld/v1/entities/{id}", get(retrieve_entity).delete(delete_entity))
+        .route(
+            "/ngsi-ld/v1/entities/{id}/attrs",
+            post(append_attributes).patch(update_attributes),
+        )
+        .route("/ngsi-ld/v1/entityOperations/create", post(batch_create))
+        .route("/ngsi-ld/v1/entityOperations/upsert", post(batch_upsert))
+}
+
+fn entity_id(raw: &str) -> Result<EntityId, ApiError> {
+    EntityId::new(raw).map_err(|e| ApiError::BadRequestData(e.to_string()))
+}
+
+/// How an entity is rendered: which attributes, which form.
+struct Rendering {
+    attrs: Option<Vec<String>>,
+    key_values: bool,
+    sys_attrs: bool,
+}
+
+impl Rendering {
+    fn from_params(p: &Params) -> Result<Self, ApiError> {
+        if let Some(format) = p.get("format") {
+            if !matches!(format, "keyValues" | "simplified" | "normalized") {
+                return Err(ApiError::BadRequestData(format!("unknown format '{format}'")));
+            }
+        }
+        let key_values = p.has_option("keyValues")
+            || p.has_option("simplified")
+            || matches!(p.get("format"), Some("keyValues" | "simplified"));
+        Ok(Self {
+            attrs: p.list("attrs").or_else(|| p.list("pick")),
+            key_values,
+            sys_attrs: p.has_option("sysAttrs"),
+        })
+    }
+
+    fn render(&self, e: &Entity) -> Value {
+        let mut v = if self.key_values {
+            key_values(e)
+        } else {
+            e.to_normalized(self.sys_attrs)
+        };
+        if let (Some(attrs), Value::Object(m)) = (&self.attrs, &mut v) {
+            m.retain(|k, _| matches!(k.as_str(), "id" | "type" | "scope") || attrs.iter().any(|a| a == k));
+        }
+        v
+    }
+}
+
+/// NGSI-LD simplified (keyValues) form: each attribute by its value alone.
+fn key_values(e: &Entity) -> Value {
+    let mut m = serde_json::Map::with_capacity(3 + e.attributes.len());
+    m.insert("id".into(), Value::String(e.id.to_string()));
+    m.insert("type".into(), Value::String(e.entity_type.clone()));
+    if let Some(s) = &e.scope {
+        m.insert("scope".into(), Value::String(s.to_ngsi()));
+    }
+    for (name, a) in &e.attributes {
+        m.insert(name.clone(), a.value.clone());
+    }
+    Value::Object(m)
+}
+
+/// JSON with the core context linked, as NGSI-LD asks for `application/json`.
+fn linked_json(status: StatusCode, body: Value, extra: HeaderMap) -> Response {
+    let mut res = (status, extra, Json(body)).into_response();
+    if let Ok(link) = HeaderValue::from_str(&format!(
+        "<{CORE_CONTEXT}>; rel=\"http://www.w3.org/ns/json-ld#context\"; type=\"application/ld+json\""
+    )) {
+        res.headers_mut().insert(header::LINK, link);
+    }
+    res
+}
+
+async fn retrieve_entity(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    params: Params,
+) -> Result<Response, ApiError> {
+    let id = entity_id(&id)?;
+    let rendering = Rendering::from_params(&params)?;
+    let entity = s
+        .twin
+        .get(id.as_str())
+        .ok_or_else(|| ApiError::NotFound(format!("entity {id} does not exist")))?;
+    Ok(linked_json(StatusCode::OK, rendering.render(&entity), HeaderMap::new()))
+}
+
+async fn query_entities(State(s): State<AppState>, params: Params) -> Result<Response, ApiError> {
+    let api = &s.config.api;
+    let limit = params.usize("limit")?.unwrap_or(api.default_page_size);
+    if limit > api.max_page_size {
+        return Err(ApiError::TooManyResults(format!(
+            "limit {limit} exceeds the maximum page size {}; page with offset",
+            api.max_page_size
+        )));
+    }
+    let offset = params.usize("offset")?.unwrap_or(0);
+    let count = params.get("count") == Some("true") || params.has_option("count");
+    let rendering = Rendering::from_params(&params)?;
+
+    let types = params.list("type");
+    let ids = params
+        .list("id")
+        .map(|ids| ids.iter().map(|i| entity_id(i)).collect::<Result<Vec<_>, _>>())
+        .transpose()?;
+    let id_pattern = params
+        .get("idPattern")
+        .map(|p| {
+            regex::RegexBuilder::new(p)
+                .size_limit(1 << 20)
+                .build()
+                .ok()
+                .filter(|_| p.len() <= MAX_PATTERN_BYTES)
+                .ok_or_else(|| ApiError::BadRequestData(format!("idPattern '{p}' is not a valid regular expression")))
+        })
+        .transpose()?;
+    for unsupported in ["q", "georel", "scopeQ", "csf"] {
+        if params.get(unsupported).is_some() {
+            return Err(ApiError::OperationNotSupported(format!(
+                "'{unsupported}' is not supported yet"
+            )));
+        }
+    }
+    if types.is_none() && ids.is_none() && id_pattern.is_none() && rendering.attrs.is_none() {
+        return Err(ApiError::BadRequestData(
+            "a query needs at least one of type, id, idPattern, attrs, q or georel".into(),
+        ));
+    }
+    let attrs = rendering.attrs.clone();
+    let filter = move |e: &vigie_core::Entity| {
+        types.as_ref().is_none_or(|t| t.iter().any(|t| *t == e.entity_type))
+            && id_pattern.as_ref().is_none_or(|re| re.is_match(e.id.as_str()))
+            && attrs
+                .as_ref()
+                .is_none_or(|a| a.iter().any(|a| e.attributes.contains_key(a)))
+    };
+    let candidates = match &ids {
+        Some(ids) => Candidates::Ids(ids),
+        None => Candidates::All,
+    };
+    let page = s.twin.select(candidates, &filter, offset, limit, count);
+    let body = Value::Array(page.entities.iter().map(|e| rendering.render(e)).collect());
+    let mut headers = HeaderMap::new();
+    if let Some(total) = page.total {
+        headers.insert("NGSILD-Results-Count", HeaderValue::from(total));
+    }
+    Ok(linked_json(StatusCode::OK, body, headers))
+}
+
+fn parse_entity(v: &Value) -> Result<Entity, ApiError> {
+    Entity::from_normalized(v).map_err(ApiError::BadRequestData)
+}
+
+fn parse_attributes(v: &Value) -> Result<BTreeMap<String, Attribute>, ApiError> {
+    let obj = v
+        .as_object()
+        .ok_or_else(|| ApiError::BadRequestData("the body must be a JSON object of attributes".into()))?;
+    obj.iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "@context" | "id" | "type"))
+        .map(|(k, v)| Attribute::from_normalized(k, v).map(|a| (k.clone(), a)))
+        .collect::<Result<_, _>>()
+        .map_err(ApiError::BadRequestData)
+}
+
+async fn create_entity(State(s): State<AppState>, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
+    let entity = parse_entity(&body)?;
+    let location = format!("/ngsi-ld/v1/entities/{}", entity.id);
+    s.ingest.write(WriteOp::Create(entity)).await?;
+    let mut res = StatusCode::CREATED.into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(res)
+}
+
+async fn delete_entity(State(s): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    s.ingest.write(WriteOp::Delete(entity_id(&id)?)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn partial_or_done(outcome: WriteOutcome) -> Response {
+    match outcome {
+        WriteOutcome::Partial { updated, not_updated } => {
+            let not_updated: Vec<Value> = not_updated
+                .into_iter()
+                .map(|(name, reason)| json!({"attributeName": name, "reason": reason}))
+                .collect();
+            (
+                StatusCode::MULTI_STATUS,
+                Json(json!({"updated": updated, "notUpdated": not_updated})),
+            )
+                .into_response()
+        }
+        _ => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+async fn append_attributes(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    params: Params,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let op = WriteOp::Append {
+        id: entity_id(&id)?,
+        attributes: parse_attributes(&body)?,
+        overwrite: !params.has_option("noOverwrite"),
+    };
+    Ok(partial_or_done(s.ingest.write(op).await?))
+}
+
+async fn update_attributes(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let op = WriteOp::Update {
+        id: entity_id(&id)?,
+        attributes: parse_attributes(&body)?,
+    };
+    Ok(partial_or_done(s.ingest.write(op).await?))
+}
+
+/// Parses a batch body; entities that do not parse are reported, not fatal.
+fn parse_batch(body: &Value) -> Result<(Vec<Entity>, Vec<Value>), ApiError> {
+    let items = body
+        .as_array()
+        .ok_or_else(|| ApiError::BadRequestData("a batch body must be a JSON array of entities".into()))?;
+    if items.len() > MAX_BATCH {
+        return Err(ApiError::BadRequestData(format!(
+            "{} entities in one batch; at most {MAX_BATCH}",
+            items.len()
+        )));
+    }
+    let mut entities = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    for item in items {
+        match parse_entity(item) {
+            Ok(e) => entities.push(e),
+            Err(err) => errors.push(json!({
+                "entityId": item.get("id").cloned().unwrap_or(Value::Null),
+                "error": err.problem(),
+            })),
+        }
+    }
+    Ok((entities, errors))
+}
+
+/// 201 with the created ids when all were created, 204 when all succeeded
+/// (some updated), 207 with a BatchOperationResult when any failed.
+async fn run_batch(s: &AppState, kind: BatchKind, body: &Value) -> Result<Response, ApiError> {
+    let (entities, mut errors) = parse_batch(body)?;
+    let outcome = if entities.is_empty() {
+        WriteOutcome::Batch(vec![])
+    } else {
+        s.ingest.write(WriteOp::Batch { kind, entities }).await?
+    };
+    let WriteOutcome::Batch(results) = outcome else {
+        return Err(ApiError::Internal(
+            "a batch write answered with a non-batch outcome".into(),
+        ));
+    };
+    let mut success = Vec::new();
+    let mut all_created = true;
+    for (id, result) in results {
+        match result {
+            Ok(created) => {
+                all_created &= created;
+                success.push(Value::String(id.to_string()));
+            }
+            Err(e) => errors.push(json!({"entityId": id.to_string(), "error": ApiError::from(e).problem()})),
+        }
+    }
+    Ok(if !errors.is_empty() {
+        (
+            StatusCode::MULTI_STATUS,
+            Json(json!({"success": success, "errors": errors})),
+        )
+            .into_response()
+    } else if all_created {
+        (StatusCode::CREATED, Json(Value::Array(success))).into_response()
+    } else {
+        StatusCode::NO_CONTENT.into_response()
+    })
+}
+
+async fn batch_create(State(s): State<AppState>, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
+    run_batch(&s, BatchKind::Create, &body).await
+}
+
+async fn batch_upsert(
+    State(s): State<AppState>,
+    params: Params,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let kind = if params.has_option("update") {
+        BatchKind::UpsertUpdate
+    } else {
+        BatchKind::UpsertReplace
+    };
+    run_batch(&s, kind, &body).await
+}

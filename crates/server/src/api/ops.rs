@@ -1,0 +1,65 @@
+//! Operations endpoints: liveness/readiness and Prometheus metrics.
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::{ApiError, AppState, Params};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/dead-letters", get(dead_letters))
+}
+
+/// 200 when the store answers, 503 otherwise, with what an operator checks first.
+async fn health(State(s): State<AppState>) -> impl IntoResponse {
+    let store = s.store.count_dead_letters().await;
+    let mqtt = s.metrics.mqtt_connected.load(Ordering::Relaxed) == 1;
+    let body = json!({
+        "status": if store.is_ok() { "ok" } else { "degraded" },
+        "store": store.as_ref().map_or_else(|e| e.to_string(), |_| "ok".to_owned()),
+        "mqtt": if mqtt { "connected" } else { "disconnected" },
+        "entities": s.twin.len(),
+        "ingestQueueDepth": s.metrics.queue_depth.load(Ordering::Relaxed),
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    let status = if store.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
+}
+
+async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(s.twin.len()),
+    )
+}
+
+/// Refused messages, newest first: what a device sent and why Vigie refused it.
+async fn dead_letters(State(s): State<AppState>, params: Params) -> Result<impl IntoResponse, ApiError> {
+    let limit = params.usize("limit")?.unwrap_or(50).min(1000);
+    let offset = params.usize("offset")?.unwrap_or(0);
+    let total = s.store.count_dead_letters().await?;
+    let letters = s.store.dead_letters(limit, offset).await?;
+    let items: Vec<_> = letters
+        .into_iter()
+        .map(|d| {
+            json!({
+                "receivedAt": vigie_core::entity::format_timestamp(d.received_at),
+                "source": d.source, "topic": d.topic, "reason": d.reason, "detail": d.detail,
+                "payload": String::from_utf8_lossy(&d.payload),
+            })
+        })
+        .collect();
+    Ok(Json(json!({"total": total, "items": items})))
+}

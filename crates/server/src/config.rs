@@ -1,0 +1,375 @@
+//! Vigie's configuration: a TOML file plus `VIGIE_<SECTION>_<KEY>` environment
+//! overrides. Every setting is listed in [`SETTINGS`] with its documentation,
+//! which `vigie config` prints with the defaults; a test keeps the list and the
+//! structs in step.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub store: StoreConfig,
+    pub mqtt: MqttConfig,
+    pub ingest: IngestConfig,
+    pub history: HistoryConfig,
+    pub api: ApiConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub request_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    pub url: String,
+    pub durability: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    pub embedded: bool,
+    pub embedded_listen: SocketAddr,
+    pub url: String,
+    pub client_id: String,
+    pub share_group: String,
+    pub receive_maximum: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    pub queue_capacity: usize,
+    pub batch_max: usize,
+    pub devices_file: String,
+    pub dead_letter_payload_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistoryConfig {
+    pub retention_days: u32,
+    pub retention_per_attribute: BTreeMap<String, u32>,
+    pub prune_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    pub default_page_size: usize,
+    pub max_page_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            http: HttpConfig::default(),
+            store: StoreConfig::default(),
+            mqtt: MqttConfig::default(),
+            ingest: IngestConfig::default(),
+            history: HistoryConfig::default(),
+            api: ApiConfig::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 1024 * 1024,
+            request_timeout_secs: 30,
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://vigie-data/vigie.db".into(),
+            durability: "full".into(),
+        }
+    }
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            embedded: true,
+            embedded_listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            url: String::new(),
+            client_id: "vigie".into(),
+            share_group: "vigie".into(),
+            receive_maximum: 4096,
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 16_384,
+            batch_max: 8_192,
+            devices_file: String::new(),
+            dead_letter_payload_bytes: 4_096,
+        }
+    }
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self {
+            retention_days: 400,
+            // Vehicle positions are personal data (CNIL: two months).
+            retention_per_attribute: [("location".to_owned(), 60)].into(),
+            prune_interval_secs: 3_600,
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            default_page_size: 20,
+            max_page_size: 1_000,
+        }
+    }
+}
+
+/// One documented setting.
+pub struct Setting {
+    pub key: &'static str,
+    pub doc: &'static str,
+}
+
+/// Every setting, in the order `vigie config` prints them.
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        key: "http.listen",
+        doc: "Address and port of the HTTP API and console.",
+    },
+    Setting {
+        key: "http.max_body_bytes",
+        doc: "Largest request body accepted; larger ones get 413.",
+    },
+    Setting {
+        key: "http.request_timeout_secs",
+        doc: "A request taking longer is answered 408 and dropped.",
+    },
+    Setting {
+        key: "store.url",
+        doc: "Database URL; sqlite://PATH is the embedded default (created if missing).",
+    },
+    Setting {
+        key: "store.durability",
+        doc: "'full': fsync at each batch commit (survives power loss); 'normal': survives a crash of Vigie, not of the machine.",
+    },
+    Setting {
+        key: "mqtt.embedded",
+        doc: "Run the embedded MQTT broker (ignored when mqtt.url is set).",
+    },
+    Setting {
+        key: "mqtt.embedded_listen",
+        doc: "Address and port of the embedded broker.",
+    },
+    Setting {
+        key: "mqtt.url",
+        doc: "External MQTT v5 broker, e.g. mqtt://broker:1883; empty uses the embedded broker.",
+    },
+    Setting {
+        key: "mqtt.client_id",
+        doc: "Vigie's MQTT client id; its session persists across restarts.",
+    },
+    Setting {
+        key: "mqtt.share_group",
+        doc: "Shared-subscription group: several Vigie nodes in one group split the device traffic.",
+    },
+    Setting {
+        key: "mqtt.receive_maximum",
+        doc: "Unacknowledged QoS 1 messages the broker may send Vigie at once (backpressure bound).",
+    },
+    Setting {
+        key: "ingest.queue_capacity",
+        doc: "Messages waiting to be written; when full, Vigie stops reading (backpressure).",
+    },
+    Setting {
+        key: "ingest.batch_max",
+        doc: "Most messages written in one transaction.",
+    },
+    Setting {
+        key: "ingest.devices_file",
+        doc: "IoT Agent provisioning file ({\"devices\": [...]}) loaded at start; empty for none.",
+    },
+    Setting {
+        key: "ingest.dead_letter_payload_bytes",
+        doc: "Bytes of a refused payload kept in the dead-letter table.",
+    },
+    Setting {
+        key: "history.retention_days",
+        doc: "Days of attribute history kept by default.",
+    },
+    Setting {
+        key: "history.retention_per_attribute",
+        doc: "Days kept for given attributes, e.g. { location = 60 }.",
+    },
+    Setting {
+        key: "history.prune_interval_secs",
+        doc: "How often expired history is deleted.",
+    },
+    Setting {
+        key: "api.default_page_size",
+        doc: "Entities per page when a query gives no limit.",
+    },
+    Setting {
+        key: "api.max_page_size",
+        doc: "Largest limit a query may ask; more gets TooManyResults.",
+    },
+];
+
+impl Config {
+    /// Reads the file (if given), then applies `VIGIE_*` environment overrides.
+    pub fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let (mut table, origin) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_owned(),
+                    source,
+                })?;
+                let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: p.display().to_string(),
+                    message: e.to_string(),
+                })?;
+                (table, p.display().to_string())
+            }
+            None => (toml::Table::new(), "(defaults)".to_owned()),
+        };
+        for (var, raw) in env {
+            let Some(rest) = var.strip_prefix("VIGIE_") else {
+                continue;
+            };
+            let lower = rest.to_ascii_lowercase();
+            let Some(setting) = SETTINGS.iter().find(|s| s.key.replacen('.', "_", 1) == lower) else {
+                continue;
+            };
+            let (section, key) = setting.key.split_once('.').unwrap_or(("", setting.key));
+            // A value that parses as TOML keeps its type (numbers, booleans, tables); anything else is a string.
+            let value = format!("v = {raw}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or(toml::Value::String(raw));
+            let entry = table
+                .entry(section.to_owned())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match entry.as_table_mut() {
+                Some(t) => {
+                    t.insert(key.to_owned(), value);
+                }
+                None => {
+                    return Err(ConfigError::Env {
+                        var,
+                        message: format!("[{section}] in the file is not a table"),
+                    });
+                }
+            }
+        }
+        Config::deserialize(table).map_err(|e| ConfigError::Parse {
+            path: origin,
+            message: e.to_string(),
+        })
+    }
+
+    /// Every setting with its documentation and value, as TOML with comments.
+    pub fn describe(&self) -> String {
+        let values = toml::Table::try_from(self).unwrap_or_default();
+        let mut out = String::new();
+        let mut section = "";
+        for s in SETTINGS {
+            let (sec, key) = s.key.split_once('.').unwrap_or(("", s.key));
+            if sec != section {
+                out.push_str(&format!("\n[{sec}]\n"));
+                section = sec;
+            }
+            let value = values
+                .get(sec)
+                .and_then(|t| t.get(key))
+                .map_or_else(|| "\"\"".to_owned(), |v| v.to_string());
+            let env = format!("VIGIE_{}", s.key.replacen('.', "_", 1).to_ascii_uppercase());
+            out.push_str(&format!("# {} (env {env})\n{key} = {value}\n", s.doc));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_setting_is_documented_and_every_documented_setting_exists() {
+        let values = toml::Table::try_from(Config::default()).unwrap();
+        let mut actual: Vec<String> = values
+            .iter()
+            .flat_map(|(sec, t)| t.as_table().unwrap().keys().map(move |k| format!("{sec}.{k}")))
+            .collect();
+        let mut documented: Vec<String> = SETTINGS.iter().map(|s| s.key.to_owned()).collect();
+        actual.sort();
+        documented.sort();
+        assert_eq!(actual, documented);
+    }
+
+    #[test]
+    fn file_and_environment_override_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vigie.toml");
+        std::fs::write(
+            &path,
+            "[http]\nlisten = \"0.0.0.0:9000\"\n[history]\nretention_per_attribute = { speed = 30 }\n",
+        )
+        .unwrap();
+        let env = [
+            ("VIGIE_STORE_URL".to_owned(), "sqlite:///tmp/x.db".to_owned()),
+            ("VIGIE_INGEST_BATCH_MAX".to_owned(), "100".to_owned()),
+            ("HOME".to_owned(), "/root".to_owned()),
+        ];
+        let c = Config::load(Some(&path), env).unwrap();
+        assert_eq!(c.http.listen.port(), 9000);
+        assert_eq!(c.store.url, "sqlite:///tmp/x.db");
+        assert_eq!(c.ingest.batch_max, 100);
+        assert_eq!(c.history.retention_per_attribute["speed"], 30);
+        assert!(c.describe().contains("VIGIE_INGEST_BATCH_MAX"));
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vigie.toml");
+        std::fs::write(&path, "[http]\nlisten_addr = \"x\"\n").unwrap();
+        let err = Config::load(Some(&path), []).unwrap_err().to_string();
+        assert!(err.contains("listen_addr"), "{err}");
+        let err = Config::load(None, [("VIGIE_INGEST_BATCH_MAX".into(), "lots".into())])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("batch_max"), "{err}");
+    }
+}

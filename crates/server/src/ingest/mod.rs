@@ -1,0 +1,16 @@
+//! Ingestion: everything that changes the twin goes through one bounded queue
+//! to one writer, which commits batches to the store and only then updates the
+//! twin, acknowledges MQTT messages and answers HTTP writers.
+//!
+//! ```text
+//! MQTT consumer ─┐                      ┌─▶ store (one transaction per batch)
+//!                ├─▶ bounded queue ─▶ writer ─▶ twin
+//! NGSI-LD API  ──┘   (backpressure)     └─▶ MQTT acks, HTTP replies
+//! ```
+
+pub mod mqtt;
+pub mod registry;
+pub mod writer;
+
+pub use registry::DeviceRegistry;
+pub use writer::{Acknowledge, BatchKind, IngestHandle, Work, WriteError, WriteOp, WriteOutcome, Writer};
