@@ -18,3 +18,10 @@ pub use city::{
     LORAWAN_WASTE_APPLICATION, Measure, measures, to_key_values,
 };
 pub use geo::LonLat;
+mod faults;
+mod publish;
+mod telemetry;
+
+pub use faults::{Fault, FaultError, FaultKind, FaultParseError, FaultRequest};
+pub use publish::{BrokerAddress, PublishOptions, PublishStats, SimError, publish};
+pub use telemetry::{Message, Qos, Simulator};
