@@ -74,6 +74,7 @@ pub struct Running {
     pub store: Arc<dyn Store>,
     pub registry: Arc<DeviceRegistry>,
     pub metrics: Arc<Metrics>,
+    ingest: IngestHandle,
     stop: CancellationToken,
     http: JoinHandle<()>,
     writer: JoinHandle<()>,
@@ -96,8 +97,9 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
         registry.insert(d);
     }
     if !config.ingest.devices_file.is_empty() {
-        for d in read_devices_file(Path::new(&config.ingest.devices_file))? {
-            store.put_device(&d).await?;
+        let devices = read_devices_file(Path::new(&config.ingest.devices_file))?;
+        store.put_devices(&devices).await?;
+        for d in devices {
             registry.insert(d);
         }
     }
@@ -172,7 +174,7 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
     let state = AppState {
         config: Arc::clone(&config),
         twin: Arc::clone(&twin),
-        ingest: IngestHandle::new(tx),
+        ingest: IngestHandle::new(tx.clone()),
         registry: Arc::clone(&registry),
         store: Arc::clone(&store),
         metrics: Arc::clone(&metrics),
@@ -198,6 +200,7 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
         store,
         registry,
         metrics,
+        ingest: IngestHandle::new(tx),
         stop,
         http,
         writer,
@@ -208,11 +211,35 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
 }
 
 impl Running {
+    /// Provisions devices (the store first, then the registry).
+    pub async fn provision(&self, devices: Vec<vigie_core::Device>) -> anyhow::Result<()> {
+        self.store.put_devices(&devices).await?;
+        for d in devices {
+            self.registry.insert(d);
+        }
+        Ok(())
+    }
+
+    /// Creates or replaces entities through the writer, like a batch upsert.
+    pub async fn upsert(&self, entities: Vec<vigie_core::Entity>) -> anyhow::Result<()> {
+        for chunk in entities.chunks(5_000) {
+            self.ingest
+                .write(ingest::WriteOp::Batch {
+                    kind: ingest::BatchKind::UpsertReplace,
+                    entities: chunk.to_vec(),
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Stops cleanly: no new requests or messages, every queued write made
     /// durable and acknowledged, then the broker closes.
     pub async fn shutdown(self) {
         tracing::info!("shutting down");
         self.stop.cancel();
+        // Our own queue handle must go, or the writer would wait for it forever.
+        drop(self.ingest);
         let _ = self.http.await;
         let _ = self.writer.await;
         if let Some(c) = self.consumer {

@@ -329,15 +329,21 @@ impl Store for SqliteStore {
         Ok(removed)
     }
 
-    async fn put_device(&self, device: &Device) -> Result<()> {
-        let body = serde_json::to_string(device).map_err(|e| corrupt(device.device_id.as_str(), e))?;
-        sqlx::query("INSERT INTO devices (device_id, body) VALUES (?, ?) ON CONFLICT (device_id) DO UPDATE SET body = excluded.body")
-            .bind(&device.device_id)
-            .bind(body)
-            .execute(&self.pool)
-            .await
-            .map_err(engine)?;
-        Ok(())
+    async fn put_devices(&self, devices: &[Device]) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(engine)?;
+        for chunk in devices.chunks(ROWS_PER_STATEMENT) {
+            let bodies: Vec<String> = chunk
+                .iter()
+                .map(|d| serde_json::to_string(d).map_err(|e| corrupt(d.device_id.as_str(), e)))
+                .collect::<Result<_>>()?;
+            let mut qb = QueryBuilder::<Sqlite>::new("INSERT INTO devices (device_id, body) ");
+            qb.push_values(chunk.iter().zip(&bodies), |mut row, (d, body)| {
+                row.push_bind(d.device_id.as_str()).push_bind(body.as_str());
+            });
+            qb.push(" ON CONFLICT (device_id) DO UPDATE SET body = excluded.body");
+            qb.build().execute(&mut *tx).await.map_err(engine)?;
+        }
+        tx.commit().await.map_err(engine)
     }
 
     async fn delete_device(&self, device_id: &str) -> Result<bool> {

@@ -110,7 +110,8 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes history older than the retention allows; returns how many points went.
     async fn prune_history(&self, now: Timestamp, retention: &Retention) -> Result<u64>;
 
-    async fn put_device(&self, device: &Device) -> Result<()>;
+    /// Creates or replaces devices, all in one transaction.
+    async fn put_devices(&self, devices: &[Device]) -> Result<()>;
     /// Returns whether the device existed.
     async fn delete_device(&self, device_id: &str) -> Result<bool>;
     async fn devices(&self) -> Result<Vec<Device>>;

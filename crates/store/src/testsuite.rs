@@ -178,8 +178,8 @@ async fn devices_and_dead_letters(store: &dyn Store) {
         scope: None,
         attributes: vec![],
     };
-    store.put_device(&device).await.expect("put");
-    store.put_device(&device).await.expect("put again replaces");
+    store.put_devices(std::slice::from_ref(&device)).await.expect("put");
+    store.put_devices(std::slice::from_ref(&device)).await.expect("put again replaces");
     assert_eq!(store.devices().await.expect("devices"), vec![device.clone()]);
     assert!(store.delete_device("SL-000001").await.expect("delete"));
     assert!(!store.delete_device("SL-000001").await.expect("delete twice"));

@@ -1,1 +1,108 @@
-fn main() {}
+//! `vigie`: the urban hypervisor's one binary.
+
+mod demo;
+mod simulate;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use vigie_server::Config;
+
+#[derive(Parser)]
+#[command(name = "vigie", version, about = "Vigie, the open-source urban hypervisor")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a simulated Dijon-scale city on the embedded defaults (store in ./vigie-data,
+    /// embedded MQTT broker, HTTP on :8080).
+    Demo(demo::DemoArgs),
+    /// Run Vigie from a configuration file (see `vigie config`).
+    Serve {
+        /// TOML configuration file; VIGIE_* environment variables override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Play the simulated city onto an MQTT broker (drives any Vigie deployment).
+    Simulate(simulate::SimulateArgs),
+    /// Print every setting with its documentation and current value.
+    Config {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VIGIE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rmqtt=warn,sqlx=warn,tower_http=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}
+
+/// Cancelled on Ctrl-C or SIGTERM.
+fn shutdown_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    t.cancel();
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutdown requested");
+        t.cancel();
+    });
+    token
+}
+
+async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = Config::load(config.as_deref(), std::env::vars())?;
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
+    let stop = shutdown_signal();
+    let running = vigie_server::start(config, listener, axum::Router::new()).await?;
+    println!("Vigie is serving on http://{}", running.http_addr);
+    stop.cancelled().await;
+    running.shutdown().await;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Demo(args) => demo::run(args, shutdown_signal()).await,
+        Command::Serve { config } => serve(config).await,
+        Command::Simulate(args) => simulate::run(args, shutdown_signal()).await,
+        Command::Config { config } => {
+            Config::load(config.as_deref(), std::env::vars()).map(|c| print!("{}", c.describe())).map_err(Into::into)
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vigie: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -34,8 +34,8 @@ async fn provision(State(s): State<AppState>, JsonBody(body): JsonBody) -> Resul
         .into_iter()
         .map(|d| d.validate().map_err(|e| ApiError::BadRequestData(e.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
+    s.store.put_devices(&devices).await?;
     for d in devices {
-        s.store.put_device(&d).await?;
         s.registry.insert(d);
     }
     Ok(StatusCode::CREATED)

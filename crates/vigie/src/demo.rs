@@ -1,0 +1,145 @@
+//! `vigie demo`: the whole product on the embedded defaults, fed by the
+//! simulated city, so a newcomer sees a live Dijon-scale city in seconds.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::Context;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use vigie_server::Config;
+use vigie_sim::{City, CityConfig, Fault, FaultRequest, PublishOptions, Qos, Simulator};
+
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// Where the demo keeps its data (kept between runs).
+    #[arg(long, default_value = "vigie-data")]
+    data: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: SocketAddr,
+    /// The embedded MQTT broker's address.
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    mqtt: SocketAddr,
+    /// Seed of the simulated city (same seed, same city).
+    #[arg(long, default_value_t = 21000)]
+    seed: u64,
+    /// Simulated seconds per real second (1 = real time).
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
+}
+
+#[derive(Clone)]
+struct FaultDesk {
+    city: Arc<City>,
+    faults: mpsc::Sender<Fault>,
+    picks: Arc<AtomicU64>,
+}
+
+/// `POST /api/v1/demo/faults {"fault": "cabinet-power-cut"}` (random target) or
+/// `{"fault": "lamp-failure:urn:ngsi-ld:Streetlight:dijon:000042"}`.
+async fn inject_fault(State(desk): State<FaultDesk>, Json(body): Json<Value>) -> (StatusCode, Json<Value>) {
+    let bad = |detail: String| (StatusCode::BAD_REQUEST, Json(json!({"detail": detail})));
+    let Some(text) = body.get("fault").and_then(Value::as_str) else {
+        return bad("expected {\"fault\": \"<kind>[:<entity id>]\"}".into());
+    };
+    let fault = match text.parse::<FaultRequest>() {
+        Err(e) => return bad(e.to_string()),
+        Ok(FaultRequest::On(f)) => f,
+        Ok(FaultRequest::Random(kind)) => {
+            let Some(equipment) = kind.target() else {
+                return bad(format!("'{}' needs a target entity id", kind.slug()));
+            };
+            // Spread picks over the city deterministically, without a global RNG.
+            let n = desk.city.count(equipment).max(1) as u64;
+            let ix = (desk.picks.fetch_add(1, Ordering::Relaxed).wrapping_mul(7919) + 13) % n;
+            match desk.city.entity_id(equipment, ix as usize) {
+                Some(id) => kind.on(id),
+                None => return bad("the city has no such equipment".into()),
+            }
+        }
+    };
+    let target = fault.entity().to_string();
+    if desk.faults.send(fault).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"detail": "the simulator has stopped"})));
+    }
+    (StatusCode::ACCEPTED, Json(json!({"fault": text, "target": target})))
+}
+
+pub async fn run(args: DemoArgs, stop: CancellationToken) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let mut config = Config::default();
+    config.store.url = format!("sqlite://{}", args.data.join("vigie.db").display());
+    config.http.listen = args.http;
+    config.mqtt.embedded_listen = args.mqtt;
+
+    let city_config = CityConfig {
+        seed: args.seed,
+        ..CityConfig::default()
+    };
+    let city = City::generate(&city_config);
+    let (fault_tx, fault_rx) = mpsc::channel(64);
+    let desk = FaultDesk {
+        city: Arc::new(City::generate(&city_config)),
+        faults: fault_tx,
+        picks: Arc::new(AtomicU64::new(0)),
+    };
+    let extra = Router::new().route("/api/v1/demo/faults", post(inject_fault)).with_state(desk);
+
+    let listener = tokio::net::TcpListener::bind(args.http)
+        .await
+        .with_context(|| format!("cannot listen on {} (is another Vigie running? try --http)", args.http))?;
+    let running = vigie_server::start(config, listener, extra).await?;
+    let mqtt = running.mqtt_addr.context("the embedded broker did not start")?;
+
+    if running.twin.is_empty() {
+        tracing::info!("first run: provisioning the simulated city");
+        running.provision(city.devices()).await?;
+        running.upsert(city.entities().collect()).await?;
+    }
+
+    let sim = Simulator::new(city, args.seed, jiff::Timestamp::now());
+    let sim_stop = CancellationToken::new();
+    let publisher = tokio::spawn(vigie_sim::publish(
+        sim,
+        PublishOptions {
+            broker_url: format!("mqtt://127.0.0.1:{}", mqtt.port()),
+            client_id: "vigie-demo-city".into(),
+            speed: args.speed,
+            qos: Qos::AtLeastOnce,
+        },
+        fault_rx,
+        sim_stop.clone().cancelled_owned(),
+    ));
+
+    let http = running.http_addr;
+    println!(
+        "\nVigie demo: a simulated Dijon Métropole ({} entities) is live after {:.1} s.\n\
+         \n  Entities   http://{http}/ngsi-ld/v1/entities?type=Streetlight&limit=5\
+         \n  One light  http://{http}/ngsi-ld/v1/entities/urn:ngsi-ld:Streetlight:dijon:000001\
+         \n  Vehicles   http://{http}/ngsi-ld/v1/entities?type=Vehicle&options=keyValues&attrs=location,speed\
+         \n  Health     http://{http}/health        Metrics http://{http}/metrics\
+         \n  MQTT       mqtt://{mqtt} (embedded broker; plain, for localhost)\
+         \n  Fault      curl -X POST http://{http}/api/v1/demo/faults -H 'content-type: application/json' -d '{{\"fault\":\"cabinet-power-cut\"}}'\
+         \n\nData in {}. Ctrl-C stops cleanly.\n",
+        running.twin.len(),
+        started.elapsed().as_secs_f64(),
+        args.data.display(),
+    );
+
+    stop.cancelled().await;
+    sim_stop.cancel();
+    match publisher.await {
+        Ok(Ok(stats)) => tracing::info!(messages = stats.messages, "simulator stopped"),
+        Ok(Err(e)) => tracing::error!(error = %e, "simulator failed"),
+        Err(e) => tracing::error!(error = %e, "simulator task failed"),
+    }
+    running.shutdown().await;
+    Ok(())
+}
