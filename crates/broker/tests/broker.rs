@@ -3,10 +3,9 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{TIMEOUT, connect, options, start_broker, text};
+use common::{TIMEOUT, connect, options, scenarios, start_broker, text};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::ConnectReturnCode;
 use vigie_broker::{BrokerConfig, BrokerError, EmbeddedBroker};
@@ -72,44 +71,7 @@ async fn mqtt_3_1_1_and_5_share_the_listener() {
 #[tokio::test]
 async fn shared_subscription_splits_messages_without_duplicates() {
     let broker = start_broker().await;
-    let addr = broker.local_addr();
-    let filter = "$share/vigie/application/+/device/+/event/+";
-    let mut a = connect(options(addr, "vigie-a")).await;
-    let mut b = connect(options(addr, "vigie-b")).await;
-    a.subscribe(filter, QoS::AtLeastOnce).await;
-    b.subscribe(filter, QoS::AtLeastOnce).await;
-    // A plain subscriber beside the group still sees everything.
-    let mut watcher = connect(options(addr, "watcher")).await;
-    watcher.subscribe("application/#", QoS::AtLeastOnce).await;
-
-    let publisher = connect(options(addr, "chirpstack")).await;
-    const N: usize = 100;
-    for i in 0..N {
-        let topic = format!("application/app-1/device/dev-{}/event/up", i % 7);
-        publisher
-            .client
-            .publish(topic, QoS::AtLeastOnce, false, i.to_string())
-            .await
-            .expect("publish");
-    }
-
-    let mut seen = HashSet::new();
-    let (mut got_a, mut got_b) = (0, 0);
-    // Collect until both members are quiet; the union must be exactly N.
-    for (client, count) in [(&mut a, &mut got_a), (&mut b, &mut got_b)] {
-        while let Some(p) = client.next_publish_within(Duration::from_secs(2)).await {
-            assert!(seen.insert(text(&p)), "message {} delivered twice", text(&p));
-            *count += 1;
-        }
-    }
-    assert_eq!(seen.len(), N, "every message reaches exactly one member");
-    assert!(got_a > 0 && got_b > 0, "both members get a share: a={got_a} b={got_b}");
-
-    let mut watched = 0;
-    while watcher.next_publish_within(Duration::from_secs(2)).await.is_some() {
-        watched += 1;
-    }
-    assert_eq!(watched, N);
+    scenarios::shared_subscription_splits(broker.local_addr(), "").await;
     broker.shutdown().await;
 }
 
@@ -170,64 +132,7 @@ async fn retained_message_reaches_a_late_subscriber() {
 #[tokio::test]
 async fn unacked_qos1_is_redelivered_to_a_persistent_session() {
     let broker = start_broker().await;
-    let addr = broker.local_addr();
-    let persistent = |addr| {
-        let mut o = options(addr, "vigie-ingest");
-        o.set_clean_start(false);
-        o.set_session_expiry_interval(Some(300));
-        o.set_manual_acks(true);
-        o
-    };
-
-    let mut sub = connect(persistent(addr)).await;
-    sub.subscribe("/key/+/attrs", QoS::AtLeastOnce).await;
-    let publisher = connect(options(addr, "agent")).await;
-    for i in 0..5 {
-        publisher
-            .client
-            .publish("/key/d1/attrs", QoS::AtLeastOnce, false, format!("a{i}"))
-            .await
-            .expect("publish");
-    }
-    // Receive the first five but acknowledge only the first two, then crash.
-    for i in 0..5 {
-        let p = sub.next_publish().await.expect("delivered");
-        assert_eq!(text(&p), format!("a{i}"));
-        if i < 2 {
-            sub.client.ack(&p).await.expect("ack");
-        }
-    }
-    // Give the two PUBACKs time to leave before the socket is dropped.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    sub.crash().await;
-
-    // Published while the subscriber is away: queued in its session.
-    for i in 0..3 {
-        publisher
-            .client
-            .publish("/key/d1/attrs", QoS::AtLeastOnce, false, format!("b{i}"))
-            .await
-            .expect("publish");
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-
-    let mut sub = connect(persistent(addr)).await;
-    assert!(sub.connack.session_present, "session resumed");
-    let mut got = Vec::new();
-    while let Some(p) = sub.next_publish_within(Duration::from_secs(3)).await {
-        sub.client.ack(&p).await.expect("ack");
-        got.push(text(&p));
-    }
-    // Each message exactly once: the three unacked ones first, then the
-    // three queued while offline, in publish order. rmqtt 0.24 resends the
-    // unacked in-flight messages in *reverse* order (`transfer_session_state`
-    // pops them off the end of a Vec), against MQTT's ordering rule for
-    // resent PUBLISHes, so only their set is checked.
-    assert_eq!(got.len(), 6, "{got:?}");
-    let mut unacked = got[..3].to_vec();
-    unacked.sort();
-    assert_eq!(unacked, ["a2", "a3", "a4"], "{got:?}");
-    assert_eq!(got[3..], ["b0", "b1", "b2"], "{got:?}");
+    scenarios::persistent_session_redelivery(broker.local_addr(), "").await;
     broker.shutdown().await;
 }
 
@@ -352,39 +257,7 @@ async fn shutdown_disconnects_clients_and_releases_the_port() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "load test; run in release to measure"]
 async fn burst_of_34000_qos1_messages_is_not_lost() {
-    const N: usize = 34_000;
     let broker = start_broker().await;
-    let addr = broker.local_addr();
-    let mut sub = connect(options(addr, "vigie")).await;
-    sub.subscribe("$share/vigie/application/+/device/+/event/+", QoS::AtLeastOnce)
-        .await;
-    let publisher = connect(options(addr, "chirpstack")).await;
-
-    let started = std::time::Instant::now();
-    let client = publisher.client.clone();
-    let publishing = tokio::spawn(async move {
-        for i in 0..N {
-            let topic = format!("application/a/device/{}/event/up", i % 500);
-            let payload = format!(r#"{{"n":{i},"object":{{"temperature":21.5,"humidity":40}}}}"#);
-            client
-                .publish(topic, QoS::AtLeastOnce, false, payload)
-                .await
-                .expect("publish");
-        }
-    });
-    let mut received = 0;
-    while received < N {
-        match sub.next_publish_within(Duration::from_secs(30)).await {
-            Some(_) => received += 1,
-            None => break,
-        }
-    }
-    let elapsed = started.elapsed();
-    publishing.await.expect("publisher task");
-    println!(
-        "burst: {received}/{N} QoS 1 messages in {elapsed:.2?} ({:.0} msg/s)",
-        received as f64 / elapsed.as_secs_f64()
-    );
-    assert_eq!(received, N, "no message lost");
+    scenarios::burst(broker.local_addr(), "", 34_000).await;
     broker.shutdown().await;
 }
