@@ -35,6 +35,10 @@
 //! other. The only process-global state in rmqtt 0.24 is a cached "system is
 //! busy" flag, which we bypass by disabling rmqtt's busy check.
 //!
+//! [`EmbeddedBroker::shutdown`] frees the broker's state; one idle rmqtt task
+//! (its handshake task-queue runner, which rmqtt cannot stop) stays behind
+//! per stopped broker.
+//!
 //! [rmqtt]: https://github.com/rmqtt/rmqtt
 
 mod extensions;
@@ -46,7 +50,9 @@ use std::time::Duration;
 
 use rmqtt::context::ServerContext;
 use rmqtt::net::Builder;
+use rmqtt::router::DefaultRouter;
 use rmqtt::server::MqttServer;
+use rmqtt::shared::DefaultShared;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
@@ -278,15 +284,31 @@ impl EmbeddedBroker {
 
         // Connection tasks are spawned by rmqtt, not by us: wait for its
         // counters to drain (kicked sessions close their sockets promptly).
-        while self.scx.connections.count() > 0 || self.scx.handshakings.count() > 0 {
+        let drained = loop {
+            // Sessions too: a dropped session still tidies up in a task.
+            let open = self.scx.connections.count() + self.scx.handshakings.count() + self.scx.sessions.count();
+            if open == 0 {
+                break true;
+            }
             if Instant::now() >= deadline {
                 tracing::warn!(
-                    connections = self.scx.connections.count(),
+                    connections = open,
                     "embedded MQTT broker: connections still open at shutdown timeout"
                 );
-                break;
+                break false;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        if drained {
+            // rmqtt's default session table and router each hold a clone of
+            // the ServerContext that owns them: a reference cycle that would
+            // keep the context, and its idle task-queue runners, alive
+            // forever. With no connection and no session left nothing uses
+            // them any more, so swap in context-less ones to break the cycle.
+            // (rmqtt's handshake task-queue runner cannot be stopped through
+            // its API: one idle task per stopped broker remains.)
+            *self.scx.extends.shared_mut().await = Box::new(DefaultShared::new(None));
+            *self.scx.extends.router_mut().await = Box::new(DefaultRouter::new(None));
         }
         tracing::info!(local_addr = %self.local_addr, sessions = kicked, "embedded MQTT broker stopped");
     }

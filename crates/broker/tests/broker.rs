@@ -253,6 +253,25 @@ async fn shutdown_disconnects_clients_and_releases_the_port() {
     restarted.shutdown().await;
 }
 
+#[tokio::test]
+async fn shutdown_leaves_no_connection_task_behind() {
+    let tasks = tokio::runtime::Handle::current().metrics();
+    let before = tasks.num_alive_tasks();
+    let broker = start_broker().await;
+    let mut client = connect(options(broker.local_addr(), "c")).await;
+    client.subscribe("t", QoS::AtLeastOnce).await;
+    broker.shutdown().await;
+    assert!(client.closed().await.is_some());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // rmqtt's handshake task-queue runner cannot be stopped through its API:
+    // one idle task per stopped broker is expected, nothing more.
+    assert!(
+        tasks.num_alive_tasks() <= before + 1,
+        "{} tasks left",
+        tasks.num_alive_tasks() - before
+    );
+}
+
 /// `cargo test --release -p vigie-broker -- --ignored --nocapture burst`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "load test; run in release to measure"]
