@@ -76,6 +76,13 @@ async fn shared_subscription_splits_messages_without_duplicates() {
 }
 
 #[tokio::test]
+async fn iot_agent_topics_through_a_share_group() {
+    let broker = start_broker().await;
+    scenarios::iot_agent_topics_through_a_share_group(broker.local_addr(), "").await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
 async fn shared_subscription_skips_a_disconnected_member() {
     let broker = start_broker().await;
     let addr = broker.local_addr();

@@ -41,3 +41,10 @@ async fn external_burst_of_34000_qos1_messages() {
     let (addr, prefix) = external_broker();
     scenarios::burst(addr, &prefix, 34_000).await;
 }
+
+#[tokio::test]
+#[ignore = "needs an external broker: scripts/mosquitto-check.sh"]
+async fn external_iot_agent_topics_through_a_share_group() {
+    let (addr, prefix) = external_broker();
+    scenarios::iot_agent_topics_through_a_share_group(addr, &prefix).await;
+}

@@ -167,3 +167,21 @@ pub async fn burst(addr: SocketAddr, prefix: &str, n: usize) {
     );
     assert_eq!(received, n, "no message lost");
 }
+
+/// IoT Agent JSON topics start with `/`: their first level is empty, so the
+/// share-group filter is `$share/vigie//+/+/attrs` (note the `//`).
+pub async fn iot_agent_topics_through_a_share_group(addr: SocketAddr, prefix: &str) {
+    // The prefix goes into the api key so the topic keeps its leading `/`.
+    let apikey = format!("{}key", prefix.trim_end_matches('/'));
+    let mut vigie = connect(options(addr, &format!("{prefix}vigie-iota"))).await;
+    vigie.subscribe("$share/vigie//+/+/attrs", QoS::AtLeastOnce).await;
+    let agent = connect(options(addr, &format!("{prefix}iot-agent"))).await;
+    let topic = format!("/{apikey}/lamp-7/attrs");
+    agent
+        .client
+        .publish(topic.clone(), QoS::AtLeastOnce, false, r#"{"on":true}"#)
+        .await
+        .expect("publish");
+    let p = vigie.next_publish().await.expect("delivered through the share group");
+    assert_eq!(p.topic.as_ref(), topic.as_bytes());
+}
