@@ -82,7 +82,7 @@ pub struct BrokerConfig {
     pub max_mqueue_len: usize,
     /// Longest time a disconnected persistent session is kept: the session
     /// expiry of MQTT 3.1.1 clients with `clean_session = false`, and the cap
-    /// on what MQTT 5 clients ask for. Default: 2 hours.
+    /// on what MQTT 5 clients ask for. Must not be zero. Default: 2 hours.
     pub max_session_expiry: Duration,
     /// Lifetime of queued and retained messages whose publisher set no MQTT 5
     /// message expiry. Default: 24 hours.
@@ -171,6 +171,14 @@ impl EmbeddedBroker {
                 reason: "must be at least 1",
             });
         }
+        if config.max_session_expiry.is_zero() {
+            // rmqtt reads 0 as "no cap" for MQTT 5 clients but "expire at
+            // once" for MQTT 3.1.1 ones: refuse the ambiguity.
+            return Err(BrokerError::InvalidConfig {
+                setting: "max_session_expiry",
+                reason: "must be at least 1 second",
+            });
+        }
         let max_sessions = isize::try_from(config.max_connections).map_err(|_| BrokerError::InvalidConfig {
             setting: "max_connections",
             reason: "too large",
@@ -195,7 +203,13 @@ impl EmbeddedBroker {
             // must work; SO_REUSEADDR does not let two live listeners share it.
             .reuseaddr(Some(true))
             .nodelay(true)
-            .max_connections(config.max_connections.max(1))
+            // rmqtt sizes its handshake queue with this; the session limit
+            // proper is `mqtt_max_sessions` above.
+            .max_connections(if config.max_connections == 0 {
+                1_000_000
+            } else {
+                config.max_connections
+            })
             .max_packet_size(config.max_packet_size)
             .max_inflight(max_inflight)
             .max_mqueue_len(config.max_mqueue_len)
