@@ -208,7 +208,15 @@ pub async fn publish(
     let _ = client.disconnect().await;
     // The event loop ends once the client is gone; do not wait on a dead broker.
     drop(client);
-    let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
+    // rmqtt keeps the socket open after DISCONNECT and rumqttc waits for it to
+    // close: give the DISCONNECT a moment to leave, then stop the event loop.
+    let mut driver = driver;
+    if tokio::time::timeout(Duration::from_millis(300), &mut driver)
+        .await
+        .is_err()
+    {
+        driver.abort();
+    }
     result.map(|()| stats)
 }
 

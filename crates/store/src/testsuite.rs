@@ -179,7 +179,10 @@ async fn devices_and_dead_letters(store: &dyn Store) {
         attributes: vec![],
     };
     store.put_devices(std::slice::from_ref(&device)).await.expect("put");
-    store.put_devices(std::slice::from_ref(&device)).await.expect("put again replaces");
+    store
+        .put_devices(std::slice::from_ref(&device))
+        .await
+        .expect("put again replaces");
     assert_eq!(store.devices().await.expect("devices"), vec![device.clone()]);
     assert!(store.delete_device("SL-000001").await.expect("delete"));
     assert!(!store.delete_device("SL-000001").await.expect("delete twice"));

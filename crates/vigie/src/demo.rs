@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use vigie_server::Config;
-use vigie_sim::{City, CityConfig, Fault, FaultRequest, PublishOptions, Qos, Simulator};
+use vigie_sim::{City, CityConfig, EquipmentKind, Fault, FaultRequest, PublishOptions, Qos, Simulator};
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
@@ -67,7 +67,10 @@ async fn inject_fault(State(desk): State<FaultDesk>, Json(body): Json<Value>) ->
     };
     let target = fault.entity().to_string();
     if desk.faults.send(fault).await.is_err() {
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"detail": "the simulator has stopped"})));
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"detail": "the simulator has stopped"})),
+        );
     }
     (StatusCode::ACCEPTED, Json(json!({"fault": text, "target": target})))
 }
@@ -90,7 +93,9 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> anyhow::Result<()> 
         faults: fault_tx,
         picks: Arc::new(AtomicU64::new(0)),
     };
-    let extra = Router::new().route("/api/v1/demo/faults", post(inject_fault)).with_state(desk);
+    let extra = Router::new()
+        .route("/api/v1/demo/faults", post(inject_fault))
+        .with_state(desk);
 
     let listener = tokio::net::TcpListener::bind(args.http)
         .await
@@ -104,6 +109,9 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> anyhow::Result<()> 
         running.upsert(city.entities().collect()).await?;
     }
 
+    let a_light = city
+        .entity_id(EquipmentKind::Streetlight, 0)
+        .map_or_else(String::new, |id| id.to_string());
     let sim = Simulator::new(city, args.seed, jiff::Timestamp::now());
     let sim_stop = CancellationToken::new();
     let publisher = tokio::spawn(vigie_sim::publish(
@@ -122,7 +130,7 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> anyhow::Result<()> 
     println!(
         "\nVigie demo: a simulated Dijon Métropole ({} entities) is live after {:.1} s.\n\
          \n  Entities   http://{http}/ngsi-ld/v1/entities?type=Streetlight&limit=5\
-         \n  One light  http://{http}/ngsi-ld/v1/entities/urn:ngsi-ld:Streetlight:dijon:000001\
+         \n  One light  http://{http}/ngsi-ld/v1/entities/{a_light}\
          \n  Vehicles   http://{http}/ngsi-ld/v1/entities?type=Vehicle&options=keyValues&attrs=location,speed\
          \n  Health     http://{http}/health        Metrics http://{http}/metrics\
          \n  MQTT       mqtt://{mqtt} (embedded broker; plain, for localhost)\

@@ -40,7 +40,10 @@ enum Command {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("VIGIE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rmqtt=warn,sqlx=warn,tower_http=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }
 
 /// Cancelled on Ctrl-C or SIGTERM.
@@ -94,9 +97,9 @@ async fn main() -> std::process::ExitCode {
         Command::Demo(args) => demo::run(args, shutdown_signal()).await,
         Command::Serve { config } => serve(config).await,
         Command::Simulate(args) => simulate::run(args, shutdown_signal()).await,
-        Command::Config { config } => {
-            Config::load(config.as_deref(), std::env::vars()).map(|c| print!("{}", c.describe())).map_err(Into::into)
-        }
+        Command::Config { config } => Config::load(config.as_deref(), std::env::vars())
+            .map(|c| print!("{}", c.describe()))
+            .map_err(Into::into),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -43,7 +43,11 @@ async fn provision(base: &str, city: &City) -> anyhow::Result<()> {
             .send()
             .await
             .with_context(|| format!("cannot reach Vigie at {base}"))?;
-        anyhow::ensure!(res.status().is_success(), "provisioning refused: {}", res.text().await.unwrap_or_default());
+        anyhow::ensure!(
+            res.status().is_success(),
+            "provisioning refused: {}",
+            res.text().await.unwrap_or_default()
+        );
     }
     let entities: Vec<Value> = city.entities().map(|e| e.to_normalized(false)).collect();
     for chunk in entities.chunks(500) {
@@ -53,9 +57,17 @@ async fn provision(base: &str, city: &City) -> anyhow::Result<()> {
             .send()
             .await
             .with_context(|| format!("cannot reach Vigie at {base}"))?;
-        anyhow::ensure!(res.status().is_success(), "upsert refused: {}", res.text().await.unwrap_or_default());
+        anyhow::ensure!(
+            res.status().is_success(),
+            "upsert refused: {}",
+            res.text().await.unwrap_or_default()
+        );
     }
-    println!("provisioned {} devices and {} entities into {base}", city.devices().len(), entities.len());
+    println!(
+        "provisioned {} devices and {} entities into {base}",
+        city.devices().len(),
+        entities.len()
+    );
     Ok(())
 }
 
@@ -86,7 +98,10 @@ pub async fn run(args: SimulateArgs, stop: CancellationToken) -> anyhow::Result<
         println!("fault: {} on {}", fault.kind().slug(), fault.entity());
         fault_tx.send(fault).await?;
     }
-    println!("publishing the simulated city to {} at {}x (Ctrl-C stops)", args.broker, args.speed);
+    println!(
+        "publishing the simulated city to {} at {}x (Ctrl-C stops)",
+        args.broker, args.speed
+    );
     let stats = vigie_sim::publish(
         sim,
         PublishOptions {
