@@ -127,6 +127,9 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
     let (broker, broker_host, broker_port) = if config.mqtt.url.is_empty() && config.mqtt.embedded {
         let broker = vigie_broker::EmbeddedBroker::start(vigie_broker::BrokerConfig {
             listen: config.mqtt.embedded_listen,
+            // Vigie acknowledges per committed batch: the window must hold a
+            // batch, or the broker would stall waiting for acks.
+            max_inflight: config.mqtt.receive_maximum.max(1),
             ..Default::default()
         })
         .await
