@@ -116,7 +116,7 @@ impl Default for MqttConfig {
     fn default() -> Self {
         Self {
             embedded: true,
-            embedded_listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            embedded_listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
             url: String::new(),
             client_id: "vigie".into(),
             share_group: "vigie".into(),
