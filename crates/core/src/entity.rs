@@ -404,18 +404,47 @@ impl Entity {
     }
 }
 
+/// Serializes straight to the normalized form, without building a `Value`
+/// tree first: this runs for every entity of every committed batch.
 impl Serialize for Entity {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.to_normalized(true) {
-            Value::Object(m) => {
-                let mut map = s.serialize_map(Some(m.len()))?;
-                for (k, v) in &m {
-                    map.serialize_entry(k, v)?;
-                }
-                map.end()
-            }
-            other => other.serialize(s),
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("id", self.id.as_str())?;
+        map.serialize_entry("type", &self.entity_type)?;
+        if let Some(scope) = &self.scope {
+            map.serialize_entry("scope", &scope.to_ngsi())?;
         }
+        if let Some(t) = self.created_at {
+            map.serialize_entry("createdAt", &format_timestamp(t))?;
+        }
+        if let Some(t) = self.modified_at {
+            map.serialize_entry("modifiedAt", &format_timestamp(t))?;
+        }
+        for (name, attr) in &self.attributes {
+            map.serialize_entry(name, attr)?;
+        }
+        map.end()
+    }
+}
+
+impl Serialize for Attribute {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("type", &self.kind)?;
+        map.serialize_entry(self.kind.value_member(), &self.value)?;
+        if let Some(t) = self.observed_at {
+            map.serialize_entry("observedAt", &format_timestamp(t))?;
+        }
+        if let Some(u) = &self.unit_code {
+            map.serialize_entry("unitCode", u)?;
+        }
+        if let Some(d) = &self.dataset_id {
+            map.serialize_entry("datasetId", d)?;
+        }
+        for (k, v) in &self.extra {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
     }
 }
 

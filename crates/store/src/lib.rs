@@ -6,6 +6,7 @@
 //! write side is one call, [`Store::write`], that is atomic per batch.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -58,7 +59,8 @@ pub struct DeadLetter {
 /// entity as it now is), deletions, history points and dead letters.
 #[derive(Debug, Default, Clone)]
 pub struct WriteBatch {
-    pub upserts: Vec<Entity>,
+    /// Shared with the twin, which takes the same states after the commit.
+    pub upserts: Vec<Arc<Entity>>,
     pub deletes: Vec<EntityId>,
     pub history: Vec<HistoryPoint>,
     pub dead_letters: Vec<DeadLetter>,

@@ -1,6 +1,8 @@
 //! The storage test story: one set of checks that every engine must pass, so
 //! SQLite and PostgreSQL behave the same for the server.
 
+use std::sync::Arc;
+
 use serde_json::json;
 use vigie_core::{Attribute, Device, Entity, EntityId, Scope, Timestamp, Transport};
 
@@ -50,7 +52,7 @@ async fn entities_round_trip_and_page_in_id_order(store: &dyn Store) {
     let lights: Vec<Entity> = (0..600).rev().map(|n| light(n, 30.0, "2026-11-22T18:00:00Z")).collect();
     store
         .write(&WriteBatch {
-            upserts: lights.clone(),
+            upserts: lights.iter().cloned().map(Arc::new).collect(),
             ..Default::default()
         })
         .await
@@ -74,7 +76,7 @@ async fn entities_round_trip_and_page_in_id_order(store: &dyn Store) {
     let changed = light(0, 12.5, "2026-11-22T19:00:00Z");
     store
         .write(&WriteBatch {
-            upserts: vec![changed.clone()],
+            upserts: vec![Arc::new(changed.clone())],
             deletes: vec![lights[0].id.clone()], // light 599
             ..Default::default()
         })
@@ -95,7 +97,7 @@ async fn history_keeps_every_type_and_replaces_redeliveries(store: &dyn Store) {
         point(&e, "dimmed", json!(false), "2026-11-22T18:00:00Z"),
     ];
     let batch = WriteBatch {
-        upserts: vec![e.clone()],
+        upserts: vec![Arc::new(e.clone())],
         history: points.clone(),
         ..Default::default()
     };
@@ -131,7 +133,7 @@ async fn retention_prunes_per_attribute(store: &dyn Store) {
     let e = light(2, 30.0, "2026-01-01T00:00:00Z");
     store
         .write(&WriteBatch {
-            upserts: vec![e.clone()],
+            upserts: vec![Arc::new(e.clone())],
             history: vec![
                 point(
                     &e,

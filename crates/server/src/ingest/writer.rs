@@ -276,7 +276,7 @@ impl Writer {
         }
         for (id, state) in ws.touched {
             match &state {
-                Some(e) => p.batch.upserts.push(Entity::clone(e)),
+                Some(e) => p.batch.upserts.push(Arc::clone(e)),
                 None => p.batch.deletes.push(id.clone()),
             }
             p.changes.push((id, state));
