@@ -1,5 +1,6 @@
-//! Ingestion through a real MQTT broker (Debian's mosquitto): IoT Agent JSON,
-//! ChirpStack events, provisioning, dead letters and refusal of unknown devices.
+//! Ingestion through real MQTT brokers (the embedded one and Debian's
+//! mosquitto): IoT Agent JSON, ChirpStack events, provisioning, dead letters
+//! and refusal of unknown devices.
 
 mod common;
 
@@ -20,16 +21,29 @@ fn provisioning() -> Value {
 }
 
 #[tokio::test]
-async fn devices_feed_the_twin_and_bad_messages_become_dead_letters() {
+async fn through_mosquitto() {
     let broker = Mosquitto::start();
     let s = TestServer::with_broker(broker.url()).await;
+    devices_feed_the_twin_and_bad_messages_become_dead_letters(&s, broker.port).await;
+    s.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn through_the_embedded_broker() {
+    let s = TestServer::with_embedded_broker().await;
+    let port = s.running.mqtt_addr.expect("embedded broker address").port();
+    devices_feed_the_twin_and_bad_messages_become_dead_letters(&s, port).await;
+    s.running.shutdown().await;
+}
+
+async fn devices_feed_the_twin_and_bad_messages_become_dead_letters(s: &TestServer, port: u16) {
     let (status, _) = s.post_json("/iot/devices", &provisioning()).await;
     assert_eq!(status, 201);
     let (status, device) = s.get_json("/iot/devices/PK-0001").await;
     assert_eq!(status, 200);
     assert_eq!(device["dev_eui"], "a81758fffe030001");
 
-    let client = publisher(broker.port, "device-sim").await;
+    let client = publisher(port, "device-sim").await;
     // Wait until Vigie's subscription is active: retry the first message.
     let light = "urn:ngsi-ld:Streetlight:dijon:000001";
     let mut ok = false;
@@ -126,5 +140,4 @@ async fn devices_feed_the_twin_and_bad_messages_become_dead_letters() {
         .unwrap();
     let values: Vec<f64> = history.iter().map(|p| p.value.as_f64().unwrap()).collect();
     assert!(values.contains(&41.5) && values.contains(&12.0), "{values:?}");
-    s.running.shutdown().await;
 }

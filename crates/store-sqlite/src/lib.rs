@@ -1,6 +1,8 @@
 //! SQLite engine for Vigie's [`Store`]: the embedded default, one file in the
 //! data directory, WAL mode, migrations embedded in the binary.
 
+pub mod baseline;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
@@ -118,11 +120,6 @@ impl SqliteStore {
             .filter(|p| !p.is_empty())
             .ok_or_else(|| StoreError::UnsupportedUrl(url.to_owned()))?;
         Self::open(Path::new(path), durability).await
-    }
-
-    /// The raw pool, for benchmarks that compare against plain SQLite inserts.
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
     }
 }
 

@@ -1,5 +1,6 @@
 //! `vigie`: the urban hypervisor's one binary.
 
+mod bench;
 mod demo;
 mod simulate;
 
@@ -30,6 +31,9 @@ enum Command {
     },
     /// Play the simulated city onto an MQTT broker (drives any Vigie deployment).
     Simulate(simulate::SimulateArgs),
+    /// Measure ingest, burst, read and query performance on this machine
+    /// (prints a Markdown report for BENCHMARKS.md).
+    Bench(bench::BenchArgs),
     /// Print every setting with its documentation and current value.
     Config {
         #[arg(long)]
@@ -97,6 +101,7 @@ async fn main() -> std::process::ExitCode {
         Command::Demo(args) => demo::run(args, shutdown_signal()).await,
         Command::Serve { config } => serve(config).await,
         Command::Simulate(args) => simulate::run(args, shutdown_signal()).await,
+        Command::Bench(args) => bench::run(args).await,
         Command::Config { config } => Config::load(config.as_deref(), std::env::vars())
             .map(|c| print!("{}", c.describe()))
             .map_err(Into::into),

@@ -101,6 +101,13 @@ impl TestServer {
         Self::start_with(config, data).await
     }
 
+    pub async fn with_embedded_broker() -> Self {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut config = config_for(data.path(), None);
+        config.mqtt.embedded = true;
+        Self::start_with(config, data).await
+    }
+
     pub async fn start_with(config: Config, data: TempDir) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let running = vigie_server::start(config, listener, axum::Router::new())

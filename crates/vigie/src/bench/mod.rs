@@ -1,0 +1,206 @@
+//! `vigie bench`: the performance figures of the core issue, measured end to
+//! end on this machine with the load generator in the same process: sustained
+//! MQTT ingest (and its ratio to raw SQLite inserts), a 34,000-light burst,
+//! reads by id, geo and `q` queries over a million entities, and the resident
+//! memory those entities take. It prints a Markdown report for BENCHMARKS.md.
+
+mod ingest;
+mod reads;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use vigie_server::{Config, Running};
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Scenarios to run, comma separated (all by default).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<Scenario>,
+    /// Seconds of sustained MQTT ingest.
+    #[arg(long, default_value_t = 60)]
+    duration: u64,
+    /// Timestamped measure sets per MQTT message in the sustained ingest (1 =
+    /// one reading per message; more = a concentrator forwarding buffered
+    /// readings, as the IoT Agent JSON array payload allows).
+    #[arg(long, default_value_t = 10)]
+    sets_per_message: usize,
+    /// Concurrent MQTT publisher connections.
+    #[arg(long, default_value_t = 4)]
+    publishers: usize,
+    /// Live entities for the query and memory scenarios.
+    #[arg(long, default_value_t = 1_000_000)]
+    entities: usize,
+    /// Concurrent HTTP connections for reads by id.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Directory for the benchmark's databases (a temporary one by default).
+    #[arg(long)]
+    data: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Scenario {
+    Ingest,
+    Burst,
+    Reads,
+    Query,
+}
+
+/// A figure for the report: what, the measured value, and the target if any.
+struct Figure {
+    name: String,
+    value: String,
+    target: String,
+}
+
+#[derive(Default)]
+struct Report {
+    figures: Vec<Figure>,
+    notes: Vec<String>,
+}
+
+impl Report {
+    fn add(&mut self, name: impl Into<String>, value: impl Into<String>, target: impl Into<String>) {
+        let f = Figure {
+            name: name.into(),
+            value: value.into(),
+            target: target.into(),
+        };
+        println!("  {:<58} {:>22}  {}", f.name, f.value, f.target);
+        self.figures.push(f);
+    }
+
+    fn note(&mut self, note: impl Into<String>) {
+        let note = note.into();
+        println!("  note: {note}");
+        self.notes.push(note);
+    }
+
+    fn markdown(&self, machine: &str) -> String {
+        let mut out = format!("Machine: {machine}\n\n| Figure | Measured | Target |\n|---|---:|---|\n");
+        for f in &self.figures {
+            let _ = writeln!(out, "| {} | {} | {} |", f.name, f.value, f.target);
+        }
+        for n in &self.notes {
+            let _ = writeln!(out, "\n- {n}");
+        }
+        out
+    }
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let temp;
+    let data = match &args.data {
+        Some(d) => d.clone(),
+        None => {
+            temp = tempfile::tempdir().context("cannot create a temporary directory")?;
+            temp.path().to_path_buf()
+        }
+    };
+    let wants = |s: Scenario| args.only.is_empty() || args.only.contains(&s);
+    let machine = machine();
+    println!("vigie bench on {machine}; data in {}", data.display());
+    let mut report = Report::default();
+    if wants(Scenario::Ingest) {
+        ingest::sustained(&args, &data, &mut report).await?;
+    }
+    if wants(Scenario::Burst) {
+        ingest::burst(&data, &mut report).await?;
+    }
+    if wants(Scenario::Reads) {
+        reads::by_id(&args, &data, &mut report).await?;
+    }
+    if wants(Scenario::Query) {
+        reads::queries(&args, &data, &mut report).await?;
+    }
+    println!("\n{}", report.markdown(&machine));
+    Ok(())
+}
+
+/// A Vigie with its store under `data/name`, the embedded broker and HTTP on
+/// free localhost ports.
+async fn start_vigie(data: &Path, name: &str) -> anyhow::Result<Running> {
+    let dir = data.join(name);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
+    }
+    let mut config = Config::default();
+    config.store.url = format!("sqlite://{}", dir.join("vigie.db").display());
+    config.mqtt.embedded_listen = "127.0.0.1:0".parse()?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    vigie_server::start(config, listener, axum::Router::new()).await
+}
+
+/// Waits until `done` holds, polling; false when `timeout` passed first.
+async fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    done()
+}
+
+/// The value at quantile `q` (0..=1) of sorted samples.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let ix = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[ix.min(sorted.len() - 1)]
+}
+
+/// Resident memory of this process, in bytes (Linux).
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("{cores} cores, {cpu}")
+}
+
+fn thousands(n: f64) -> String {
+    let n = n.round() as u64;
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_and_numbers_read_well() {
+        let samples: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(quantile(&samples, 0.5), 51.0);
+        assert_eq!(quantile(&samples, 0.99), 99.0);
+        assert!(quantile(&[], 0.5).is_nan());
+        assert_eq!(thousands(1_234_567.0), "1,234,567");
+        assert_eq!(thousands(999.0), "999");
+    }
+}

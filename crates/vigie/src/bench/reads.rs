@@ -1,0 +1,229 @@
+//! Read benchmarks over HTTP: NGSI-LD GET by id, then geo and `q` queries
+//! over a million live entities, and the memory those entities take.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use vigie_core::{Attribute, Entity, EntityId};
+use vigie_sim::{City, CityConfig, EquipmentKind};
+
+use super::{BenchArgs, Report, quantile, resident_bytes, start_vigie, thousands};
+
+/// GET /ngsi-ld/v1/entities/{id} from `args.connections` keep-alive connections.
+pub async fn by_id(args: &BenchArgs, data: &Path, report: &mut Report) -> anyhow::Result<()> {
+    println!("\n[reads] loading the city…");
+    let running = start_vigie(data, "reads").await?;
+    let city = City::generate(&CityConfig::default());
+    running.upsert(city.entities().collect()).await?;
+    let lights = city.count(EquipmentKind::Streetlight);
+    let urls: Arc<Vec<String>> = Arc::new(
+        (0..lights)
+            .filter_map(|ix| city.entity_id(EquipmentKind::Streetlight, ix))
+            .map(|id| format!("http://{}/ngsi-ld/v1/entities/{id}", running.http_addr))
+            .collect(),
+    );
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.connections)
+        .build()?;
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for c in 0..args.connections.max(1) {
+        let (client, urls, done, failed, stop) = (
+            client.clone(),
+            Arc::clone(&urls),
+            Arc::clone(&done),
+            Arc::clone(&failed),
+            Arc::clone(&stop),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut n = c * 7_919;
+            while !stop.load(Ordering::Relaxed) {
+                n = (n + 104_729) % urls.len().max(1);
+                let ok = match client.get(&urls[n]).send().await {
+                    Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                    _ => false,
+                };
+                if ok { &done } else { &failed }.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut per_second = Vec::new();
+    let mut last = done.load(Ordering::Relaxed);
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = done.load(Ordering::Relaxed);
+        per_second.push((now - last) as f64);
+        last = now;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    running.shutdown().await;
+    per_second.sort_by(f64::total_cmp);
+    report.add(
+        format!(
+            "GET entity by id, {} connections, median of 1 s samples",
+            args.connections
+        ),
+        format!("{} req/s", thousands(quantile(&per_second, 0.5))),
+        "≥ 20,000 req/s",
+    );
+    let failures = failed.load(Ordering::Relaxed);
+    if failures > 0 {
+        report.note(format!("GET by id: {failures} requests failed"));
+    }
+    Ok(())
+}
+
+/// `args.entities` lights: Dijon's, then copies spread over a metropolis
+/// about five times its extent, one in a hundred with a defective lamp.
+fn million_lights(city: &City, count: usize) -> Vec<Entity> {
+    let mut rng = ChaCha8Rng::seed_from_u64(1_000_000);
+    let base: Vec<Entity> = city
+        .entities()
+        .filter(|e| e.entity_type == EquipmentKind::Streetlight.entity_type())
+        .collect();
+    let mut all = Vec::with_capacity(count);
+    for n in 0..count {
+        let Some(template) = base.get(n % base.len().max(1)) else {
+            break;
+        };
+        let mut e = template.clone();
+        if n >= base.len() {
+            let Ok(id) = EntityId::new(format!("urn:ngsi-ld:Streetlight:bench:{n:07}")) else {
+                continue;
+            };
+            e.id = id;
+            if let Some((lon, lat)) = template.point() {
+                let (dlon, dlat) = (rng.random_range(-0.12..0.12), rng.random_range(-0.08..0.08));
+                e.attributes
+                    .insert("location".into(), Attribute::point(lon + dlon, lat + dlat));
+            }
+        }
+        let status = if n % 100 == 42 { "defectiveLamp" } else { "ok" };
+        e.attributes.insert("status".into(), Attribute::property(status));
+        all.push(e);
+    }
+    all
+}
+
+/// Latencies in milliseconds of `requests` GETs of the URLs `next` yields.
+async fn latencies(
+    client: &reqwest::Client,
+    requests: usize,
+    mut next: impl FnMut(usize) -> String,
+) -> anyhow::Result<(Vec<f64>, usize)> {
+    let mut ms = Vec::with_capacity(requests);
+    let mut results = 0;
+    for i in 0..requests {
+        let url = next(i);
+        let started = Instant::now();
+        let res = client.get(&url).send().await?;
+        let status = res.status();
+        let body = res.bytes().await?;
+        ms.push(started.elapsed().as_secs_f64() * 1e3);
+        anyhow::ensure!(
+            status.is_success(),
+            "{url} answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        results += usize::from(body.len() > 2);
+    }
+    ms.sort_by(f64::total_cmp);
+    Ok((ms, results))
+}
+
+/// Geo and `q` queries over `args.entities` live entities; resident memory.
+pub async fn queries(args: &BenchArgs, data: &Path, report: &mut Report) -> anyhow::Result<()> {
+    let running = start_vigie(data, "query").await?;
+    let city = City::generate(&CityConfig::default());
+    let rss_before = resident_bytes().unwrap_or(0);
+    println!("\n[query] loading {} lights…", thousands(args.entities as f64));
+    let entities = million_lights(&city, args.entities);
+    let points: Vec<(f64, f64)> = entities.iter().step_by(97).filter_map(Entity::point).collect();
+    let started = Instant::now();
+    running.upsert(entities).await?;
+    let load = started.elapsed();
+    anyhow::ensure!(
+        running.twin.len() >= args.entities,
+        "the twin holds {} entities",
+        running.twin.len()
+    );
+    let rss = resident_bytes().unwrap_or(0);
+    report.add(
+        format!(
+            "Load {} entities through the writer (SQLite, fsync)",
+            thousands(args.entities as f64)
+        ),
+        format!("{:.1} s", load.as_secs_f64()),
+        "",
+    );
+    report.add(
+        format!(
+            "Resident memory with {} live entities",
+            thousands(running.twin.len() as f64)
+        ),
+        format!("{:.0} MiB", rss as f64 / 1_048_576.0),
+        "< 2 GB",
+    );
+    report.note(format!(
+        "Memory: the process held {:.0} MiB before loading (the generated city, runtime, SQLite caches); \
+         the figure is the whole process's resident set.",
+        rss_before as f64 / 1_048_576.0
+    ));
+
+    let client = reqwest::Client::new();
+    let base = format!("http://{}/ngsi-ld/v1/entities", running.http_addr);
+    let pick = |i: usize| points[(i * 7_919) % points.len().max(1)];
+    anyhow::ensure!(!points.is_empty(), "no located entities");
+    let near = |i: usize| {
+        let (lon, lat) = pick(i);
+        format!(
+            "{base}?type=Streetlight&georel=near;maxDistance==200&geometry=Point&coordinates=[{lon:.6},{lat:.6}]&limit=100"
+        )
+    };
+    latencies(&client, 200, near).await.context("near query warm-up")?;
+    let (ms, found) = latencies(&client, 2_000, near).await?;
+    report.add(
+        "type=Streetlight&georel=near;maxDistance==200, p50",
+        format!("{:.2} ms", quantile(&ms, 0.5)),
+        "",
+    );
+    report.add(
+        "type=Streetlight&georel=near;maxDistance==200, p99",
+        format!("{:.2} ms", quantile(&ms, 0.99)),
+        "< 20 ms",
+    );
+    report.note(format!("Near queries: {found} of 2,000 found lights (page of 100)."));
+
+    let selective = format!("{base}?type=Streetlight&q=status==%22defectiveLamp%22&limit=100");
+    let (ms, _) = latencies(&client, 100, |_| selective.clone()).await?;
+    report.add(
+        "type=Streetlight&q=status==\"defectiveLamp\" (1 % match, full scan), p50",
+        format!("{:.1} ms", quantile(&ms, 0.5)),
+        "",
+    );
+    report.add(
+        "type=Streetlight&q=status==\"defectiveLamp\" (1 % match, full scan), p99",
+        format!("{:.1} ms", quantile(&ms, 0.99)),
+        "",
+    );
+    let common = format!("{base}?type=Streetlight&q=powerState==%22off%22;powerRating%3E=40&limit=20");
+    let (ms, _) = latencies(&client, 500, |_| common.clone()).await?;
+    report.add(
+        "type=Streetlight&q=powerState==\"off\";powerRating>=40 (first page of 20), p99",
+        format!("{:.2} ms", quantile(&ms, 0.99)),
+        "",
+    );
+    running.shutdown().await;
+    Ok(())
+}
