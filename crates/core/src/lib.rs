@@ -5,6 +5,7 @@
 pub mod decode;
 pub mod device;
 pub mod entity;
+pub mod ngsi;
 pub mod scope;
 
 pub use device::{AttributeMapping, Device, DeviceError, Transport};
