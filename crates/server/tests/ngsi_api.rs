@@ -228,3 +228,92 @@ async fn state_survives_a_restart() {
     assert_eq!(got["powerConsumption"]["value"], 38.5);
     s.running.shutdown().await;
 }
+
+#[tokio::test]
+async fn queries_filter_by_q_scope_and_geometry() {
+    let s = TestServer::http_only().await;
+    let mut lights: Vec<Value> = (1..=200).map(|n| light(n, "dijon")).collect();
+    lights.extend((1..=50).map(|n| light(1_000 + n, "talant")));
+    for (n, l) in lights.iter_mut().enumerate() {
+        l["powerState"]["value"] = json!(if n % 2 == 0 { "on" } else { "off" });
+        l["powerConsumption"]["value"] = json!(n as f64);
+    }
+    let (status, _) = s
+        .post_json("/ngsi-ld/v1/entityOperations/upsert", &Value::Array(lights))
+        .await;
+    assert_eq!(status, 201);
+    let server = &s;
+    let count = |path: String| async move {
+        let res = server.http.get(server.url(&path)).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        res.headers()["ngsild-results-count"]
+            .to_str()
+            .unwrap()
+            .parse::<usize>()
+            .unwrap()
+    };
+
+    // Odd positions are off; the odd ones in 101..=249 draw more than 100 W: 75.
+    let q = "/ngsi-ld/v1/entities?type=Streetlight&count=true&limit=0&q=";
+    assert_eq!(
+        count(format!("{q}powerState==%22off%22;powerConsumption%3E100")).await,
+        75
+    );
+    assert_eq!(
+        count(format!("{q}(powerState==%22off%22|powerConsumption==0..9)")).await,
+        130
+    );
+    assert_eq!(count(format!("{q}powerConsumption.unitCode==%22WTT%22")).await, 250);
+    assert_eq!(count(format!("{q}powerConsumption[unitCode]")).await, 0);
+    assert_eq!(
+        count("/ngsi-ld/v1/entities?count=true&limit=0&scopeQ=/talant/%23".into()).await,
+        50
+    );
+
+    // Lights sit every 1e-4° of longitude (7.5 m at Dijon): 13 on each side of
+    // light 50 are within 100 m.
+    let near = "georel=near;maxDistance==100&geometry=Point&coordinates=[5.045,47.32]";
+    assert_eq!(
+        count(format!(
+            "/ngsi-ld/v1/entities?type=Streetlight&count=true&limit=0&{near}"
+        ))
+        .await,
+        27
+    );
+    let within = "georel=within&geometry=Polygon&coordinates=[[[5.04005,47.31],[5.04105,47.31],[5.04105,47.33],[5.04005,47.33],[5.04005,47.31]]]";
+    let (status, found) = s
+        .get_json(&format!(
+            "/ngsi-ld/v1/entities?type=Streetlight&{within}&options=keyValues&pick=powerState"
+        ))
+        .await;
+    assert_eq!(status, 200);
+    let found = found.as_array().unwrap();
+    assert_eq!(found.len(), 10);
+    assert_eq!(
+        found[0],
+        json!({"id": "urn:ngsi-ld:Streetlight:dijon:000001", "type": "Streetlight", "powerState": "on"})
+    );
+    let (_, omitted) = s
+        .get_json("/ngsi-ld/v1/entities/urn:ngsi-ld:Streetlight:dijon:000001?omit=location,scope")
+        .await;
+    assert!(omitted.get("location").is_none() && omitted.get("scope").is_none() && omitted.get("powerState").is_some());
+
+    // Bad queries name their problem.
+    let (status, body) = s.get_json("/ngsi-ld/v1/entities?q=powerState%3D%3D").await;
+    assert_eq!((status, problem_type(&body)), (400, "BadRequestData"));
+    assert!(body["detail"].as_str().unwrap().contains(" at "), "{body}");
+    let huge = vec!["powerState==%22on%22"; 65].join(";");
+    let (status, body) = s.get_json(&format!("/ngsi-ld/v1/entities?q={huge}")).await;
+    assert_eq!((status, problem_type(&body)), (403, "TooComplexQuery"));
+    let (status, body) = s
+        .get_json("/ngsi-ld/v1/entities?georel=near;maxDistance==100&geometry=Point")
+        .await;
+    assert_eq!((status, problem_type(&body)), (400, "BadRequestData"));
+    let (status, body) = s
+        .get_json("/ngsi-ld/v1/entities?georel=near;maxDistance==100&geometry=Point&coordinates=[500,47]")
+        .await;
+    assert_eq!((status, problem_type(&body)), (400, "BadRequestData"));
+    let (status, body) = s.get_json("/ngsi-ld/v1/entities?type=Streetlight&pick=a&omit=b").await;
+    assert_eq!((status, problem_type(&body)), (400, "BadRequestData"));
+    s.running.shutdown().await;
+}

@@ -15,7 +15,7 @@ mod solar;
 
 pub use city::{
     City, CityConfig, Commune, CommuneSpec, DIJON_METROPOLE, EquipmentKind, LORAWAN_PARKING_APPLICATION,
-    LORAWAN_WASTE_APPLICATION, Measure, measures, to_key_values,
+    LORAWAN_WASTE_APPLICATION, Measure, measures,
 };
 pub use geo::LonLat;
 mod faults;

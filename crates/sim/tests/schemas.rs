@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use jsonschema::{Retrieve, Uri};
 use serde_json::Value;
-use vigie_sim::{City, CityConfig, EquipmentKind, to_key_values};
+use vigie_core::ngsi::key_values as to_key_values;
+use vigie_sim::{City, CityConfig, EquipmentKind};
 
 /// Maps the schemas' URLs to the offline copy, as STANDARDS.md explains.
 struct Offline(PathBuf);

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
+use vigie_core::ngsi::{self, GeoQuery, GeoQueryError, Query, QueryError, ScopeQuery};
 use vigie_core::{Attribute, Entity, EntityId};
 
 use super::{ApiError, AppState, JsonBody, Params};
@@ -40,7 +41,11 @@ fn entity_id(raw: &str) -> Result<EntityId, ApiError> {
 
 /// How an entity is rendered: which attributes, which form.
 struct Rendering {
+    /// `attrs`: the attributes shown (and, in a query, required: one at least).
     attrs: Option<Vec<String>>,
+    /// `pick` / `omit`: members kept or removed, nothing more.
+    pick: Option<Vec<String>>,
+    omit: Option<Vec<String>>,
     key_values: bool,
     sys_attrs: bool,
 }
@@ -52,11 +57,17 @@ impl Rendering {
         {
             return Err(ApiError::BadRequestData(format!("unknown format '{format}'")));
         }
+        let (pick, omit) = (p.list("pick"), p.list("omit"));
+        if pick.is_some() && omit.is_some() {
+            return Err(ApiError::BadRequestData("pick and omit cannot be used together".into()));
+        }
         let key_values = p.has_option("keyValues")
             || p.has_option("simplified")
             || matches!(p.get("format"), Some("keyValues" | "simplified"));
         Ok(Self {
-            attrs: p.list("attrs").or_else(|| p.list("pick")),
+            attrs: p.list("attrs"),
+            pick,
+            omit,
             key_values,
             sys_attrs: p.has_option("sysAttrs"),
         })
@@ -64,29 +75,43 @@ impl Rendering {
 
     fn render(&self, e: &Entity) -> Value {
         let mut v = if self.key_values {
-            key_values(e)
+            ngsi::key_values(e)
         } else {
             e.to_normalized(self.sys_attrs)
         };
         if let (Some(attrs), Value::Object(m)) = (&self.attrs, &mut v) {
             m.retain(|k, _| matches!(k.as_str(), "id" | "type" | "scope") || attrs.iter().any(|a| a == k));
         }
+        ngsi::project(&mut v, self.pick.as_deref(), self.omit.as_deref());
         v
     }
 }
 
-/// NGSI-LD simplified (keyValues) form: each attribute by its value alone.
-fn key_values(e: &Entity) -> Value {
-    let mut m = serde_json::Map::with_capacity(3 + e.attributes.len());
-    m.insert("id".into(), Value::String(e.id.to_string()));
-    m.insert("type".into(), Value::String(e.entity_type.clone()));
-    if let Some(s) = &e.scope {
-        m.insert("scope".into(), Value::String(s.to_ngsi()));
+fn query_error(parameter: &str, e: QueryError) -> ApiError {
+    match e {
+        QueryError::TooComplex { .. } => ApiError::TooComplexQuery(format!("{parameter}: {e}")),
+        QueryError::Syntax { .. } => ApiError::BadRequestData(format!("invalid {parameter}: {e}")),
     }
-    for (name, a) in &e.attributes {
-        m.insert(name.clone(), a.value.clone());
+}
+
+/// The geo-query of a request, if it has one: `georel`, `geometry` and
+/// `coordinates` go together.
+fn geo_query(p: &Params) -> Result<Option<GeoQuery>, ApiError> {
+    let (georel, geometry, coordinates) = (p.get("georel"), p.get("geometry"), p.get("coordinates"));
+    match (georel, geometry, coordinates) {
+        (None, None, None) => Ok(None),
+        (Some(georel), Some(geometry), Some(coordinates)) => {
+            GeoQuery::parse(georel, geometry, coordinates, p.get("geoproperty"))
+                .map(Some)
+                .map_err(|e| match e {
+                    GeoQueryError::TooComplex { .. } => ApiError::TooComplexQuery(e.to_string()),
+                    _ => ApiError::BadRequestData(e.to_string()),
+                })
+        }
+        _ => Err(ApiError::BadRequestData(
+            "a geo-query needs georel, geometry and coordinates together".into(),
+        )),
     }
-    Value::Object(m)
 }
 
 /// JSON with the core context linked, as NGSI-LD asks for `application/json`.
@@ -143,29 +168,55 @@ async fn query_entities(State(s): State<AppState>, params: Params) -> Result<Res
                 .ok_or_else(|| ApiError::BadRequestData(format!("idPattern '{p}' is not a valid regular expression")))
         })
         .transpose()?;
-    for unsupported in ["q", "georel", "scopeQ", "csf"] {
-        if params.get(unsupported).is_some() {
-            return Err(ApiError::OperationNotSupported(format!(
-                "'{unsupported}' is not supported yet"
-            )));
-        }
+    if params.get("csf").is_some() {
+        return Err(ApiError::OperationNotSupported(
+            "'csf' (context source filter) is not supported".into(),
+        ));
     }
-    if types.is_none() && ids.is_none() && id_pattern.is_none() && rendering.attrs.is_none() {
+    let q = params
+        .get("q")
+        .map(Query::parse)
+        .transpose()
+        .map_err(|e| query_error("q", e))?;
+    let scope_q = params
+        .get("scopeQ")
+        .map(ScopeQuery::parse)
+        .transpose()
+        .map_err(|e| query_error("scopeQ", e))?;
+    let geo = geo_query(&params)?;
+    if types.is_none()
+        && ids.is_none()
+        && id_pattern.is_none()
+        && rendering.attrs.is_none()
+        && q.is_none()
+        && geo.is_none()
+        && scope_q.is_none()
+    {
         return Err(ApiError::BadRequestData(
-            "a query needs at least one of type, id, idPattern, attrs, q or georel".into(),
+            "a query needs at least one of type, id, idPattern, attrs, q, scopeQ or georel".into(),
         ));
     }
     let attrs = rendering.attrs.clone();
-    let filter = move |e: &vigie_core::Entity| {
+    let filter = |e: &Entity| {
         types.as_ref().is_none_or(|t| t.contains(&e.entity_type))
             && id_pattern.as_ref().is_none_or(|re| re.is_match(e.id.as_str()))
             && attrs
                 .as_ref()
                 .is_none_or(|a| a.iter().any(|a| e.attributes.contains_key(a)))
+            && scope_q.as_ref().is_none_or(|s| s.matches(e))
+            && q.as_ref().is_none_or(|q| q.matches(e))
+            && geo.as_ref().is_none_or(|g| g.matches(e))
     };
-    let candidates = match &ids {
-        Some(ids) => Candidates::Ids(ids),
-        None => Candidates::All,
+    // The spatial index holds `location`: a geo-query on it starts from the
+    // entities in its bounding box rather than from every entity.
+    let area = geo
+        .as_ref()
+        .filter(|g| g.geoproperty == "location")
+        .and_then(GeoQuery::bounding_box);
+    let candidates = match (&ids, area) {
+        (Some(ids), _) => Candidates::Ids(ids),
+        (None, Some((min, max))) => Candidates::Area { min, max },
+        (None, None) => Candidates::All,
     };
     let page = s.twin.select(candidates, &filter, offset, limit, count);
     let body = Value::Array(page.entities.iter().map(|e| rendering.render(e)).collect());

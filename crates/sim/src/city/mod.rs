@@ -21,7 +21,6 @@ pub use equipment::EquipmentKind;
 pub(crate) use equipment::*;
 pub use provisioning::{LORAWAN_PARKING_APPLICATION, LORAWAN_WASTE_APPLICATION, Measure, measures};
 pub(crate) use streets::{Edge, NodeIx, StreetGrid};
-pub use twin::to_key_values;
 
 /// How big a city to generate. The default is Dijon Métropole's scale.
 #[derive(Debug, Clone, PartialEq)]

@@ -331,30 +331,3 @@ fn round(v: f64, decimals: i32) -> f64 {
     let f = 10f64.powi(decimals);
     (v * f).round() / f
 }
-
-/// Converts an entity to the Smart Data Models' key-values form: `id`, `type`
-/// and each attribute's value (a relationship's target id, a GeoProperty's
-/// GeoJSON). Vigie's `scope` is kept: no schema forbids extra members.
-pub fn to_key_values(e: &Entity) -> Value {
-    let mut m = serde_json::Map::new();
-    m.insert("id".into(), Value::String(e.id.to_string()));
-    m.insert("type".into(), Value::String(e.entity_type.clone()));
-    if let Some(scope) = &e.scope {
-        m.insert("scope".into(), Value::String(scope.to_ngsi()));
-    }
-    for (name, attr) in &e.attributes {
-        let value = match attr.kind {
-            AttributeKind::ListRelationship => Value::Array(
-                attr.value
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|o| o.get("object").cloned().unwrap_or_else(|| o.clone()))
-                    .collect(),
-            ),
-            _ => attr.value.clone(),
-        };
-        m.insert(name.clone(), value);
-    }
-    Value::Object(m)
-}
