@@ -19,7 +19,7 @@ pub enum ConfigError {
     Env { var: String, message: String },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub http: HttpConfig,
@@ -78,19 +78,6 @@ pub struct HistoryConfig {
 pub struct ApiConfig {
     pub default_page_size: usize,
     pub max_page_size: usize,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            http: HttpConfig::default(),
-            store: StoreConfig::default(),
-            mqtt: MqttConfig::default(),
-            ingest: IngestConfig::default(),
-            history: HistoryConfig::default(),
-            api: ApiConfig::default(),
-        }
-    }
 }
 
 impl Default for HttpConfig {

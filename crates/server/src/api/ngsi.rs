@@ -47,10 +47,10 @@ struct Rendering {
 
 impl Rendering {
     fn from_params(p: &Params) -> Result<Self, ApiError> {
-        if let Some(format) = p.get("format") {
-            if !matches!(format, "keyValues" | "simplified" | "normalized") {
-                return Err(ApiError::BadRequestData(format!("unknown format '{format}'")));
-            }
+        if let Some(format) = p.get("format")
+            && !matches!(format, "keyValues" | "simplified" | "normalized")
+        {
+            return Err(ApiError::BadRequestData(format!("unknown format '{format}'")));
         }
         let key_values = p.has_option("keyValues")
             || p.has_option("simplified")
@@ -157,7 +157,7 @@ async fn query_entities(State(s): State<AppState>, params: Params) -> Result<Res
     }
     let attrs = rendering.attrs.clone();
     let filter = move |e: &vigie_core::Entity| {
-        types.as_ref().is_none_or(|t| t.iter().any(|t| *t == e.entity_type))
+        types.as_ref().is_none_or(|t| t.contains(&e.entity_type))
             && id_pattern.as_ref().is_none_or(|re| re.is_match(e.id.as_str()))
             && attrs
                 .as_ref()

@@ -160,14 +160,14 @@ fn history_of(entity: &Entity, names: impl Iterator<Item = String>, now: Timesta
     }
 }
 
+/// Where an HTTP writer waits for its outcome.
+type Reply = oneshot::Sender<Result<WriteOutcome, WriteError>>;
+
 /// What one batch produced, ready to commit.
 struct Prepared {
     batch: WriteBatch,
     changes: Vec<(EntityId, Option<Arc<Entity>>)>,
-    replies: Vec<(
-        oneshot::Sender<Result<WriteOutcome, WriteError>>,
-        Result<WriteOutcome, WriteError>,
-    )>,
+    replies: Vec<(Reply, Result<WriteOutcome, WriteError>)>,
     acks: Vec<Box<dyn Acknowledge>>,
     mqtt_messages: u64,
     refused: u64,

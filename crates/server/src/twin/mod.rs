@@ -141,10 +141,10 @@ impl Twin {
                 ids.sort();
                 ids.dedup();
                 for id in ids {
-                    if let Some(e) = state.entities.get(id) {
-                        if !visit(e) {
-                            break;
-                        }
+                    if let Some(e) = state.entities.get(id)
+                        && !visit(e)
+                    {
+                        break;
                     }
                 }
             }
@@ -157,10 +157,10 @@ impl Twin {
                 ids.sort();
                 ids.dedup();
                 for id in ids {
-                    if let Some(e) = state.entities.get(id) {
-                        if !visit(e) {
-                            break;
-                        }
+                    if let Some(e) = state.entities.get(id)
+                        && !visit(e)
+                    {
+                        break;
                     }
                 }
             }
