@@ -121,6 +121,20 @@ impl SqliteStore {
             .ok_or_else(|| StoreError::UnsupportedUrl(url.to_owned()))?;
         Self::open(Path::new(path), durability).await
     }
+
+    /// SQLite's own consistency check of the file: `ok`, or what is wrong.
+    pub async fn integrity_check(&self) -> Result<String> {
+        let rows: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(engine)?;
+        Ok(rows.join("; "))
+    }
+
+    /// Closes every connection, after which the file can be copied or reopened.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
 }
 
 #[async_trait]

@@ -47,6 +47,8 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        // Standard output is for results (`vigie config`, the serving address); logs go to stderr.
+        .with_writer(std::io::stderr)
         .init();
 }
 
