@@ -404,23 +404,50 @@ impl Entity {
     }
 }
 
-/// Serializes straight to the normalized form, without building a `Value`
-/// tree first: this runs for every entity of every committed batch.
+/// Serializes straight to the normalized form, with system attributes,
+/// without building a `Value` tree first: this runs for every entity of every
+/// committed batch.
 impl Serialize for Entity {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.normalized(true).serialize(s)
+    }
+}
+
+/// An entity's normalized form, serialized without an intermediate `Value`
+/// (what reads by id and most queries answer).
+pub struct Normalized<'a> {
+    entity: &'a Entity,
+    sys_attrs: bool,
+}
+
+impl Entity {
+    /// The normalized form, with `createdAt`/`modifiedAt` when `sys_attrs`.
+    pub fn normalized(&self, sys_attrs: bool) -> Normalized<'_> {
+        Normalized {
+            entity: self,
+            sys_attrs,
+        }
+    }
+}
+
+impl Serialize for Normalized<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let e = self.entity;
         let mut map = s.serialize_map(None)?;
-        map.serialize_entry("id", self.id.as_str())?;
-        map.serialize_entry("type", &self.entity_type)?;
-        if let Some(scope) = &self.scope {
+        map.serialize_entry("id", e.id.as_str())?;
+        map.serialize_entry("type", &e.entity_type)?;
+        if let Some(scope) = &e.scope {
             map.serialize_entry("scope", &scope.to_ngsi())?;
         }
-        if let Some(t) = self.created_at {
-            map.serialize_entry("createdAt", &format_timestamp(t))?;
+        if self.sys_attrs {
+            if let Some(t) = e.created_at {
+                map.serialize_entry("createdAt", &format_timestamp(t))?;
+            }
+            if let Some(t) = e.modified_at {
+                map.serialize_entry("modifiedAt", &format_timestamp(t))?;
+            }
         }
-        if let Some(t) = self.modified_at {
-            map.serialize_entry("modifiedAt", &format_timestamp(t))?;
-        }
-        for (name, attr) in &self.attributes {
+        for (name, attr) in &e.attributes {
             map.serialize_entry(name, attr)?;
         }
         map.end()

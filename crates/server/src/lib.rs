@@ -74,6 +74,7 @@ pub struct Running {
     pub store: Arc<dyn Store>,
     pub registry: Arc<DeviceRegistry>,
     pub metrics: Arc<Metrics>,
+    config: Arc<Config>,
     ingest: IngestHandle,
     stop: CancellationToken,
     http: JoinHandle<()>,
@@ -210,10 +211,16 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
         consumer,
         retention,
         broker,
+        config,
     })
 }
 
 impl Running {
+    /// The configuration it runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// Provisions devices (the store first, then the registry).
     pub async fn provision(&self, devices: Vec<vigie_core::Device>) -> anyhow::Result<()> {
         self.store.put_devices(&devices).await?;

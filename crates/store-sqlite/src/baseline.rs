@@ -33,12 +33,29 @@ impl BaselineRun {
     }
 }
 
-/// Inserts `rows` light readings spread over `entities` entities into a new
-/// database at `path`, committing every `per_commit` rows.
-pub async fn raw_history_inserts(path: &Path, rows: usize, entities: usize, per_commit: usize) -> Result<BaselineRun> {
+/// The shape of the load to replay: `messages` messages, round-robin over
+/// `entities` lights, each carrying `readings` timestamped readings of the
+/// five attributes, committed `per_commit` messages at a time, as Vigie's
+/// writer commits what its MQTT window holds.
+#[derive(Debug, Clone, Copy)]
+pub struct Load {
+    pub messages: usize,
+    pub entities: usize,
+    pub readings: usize,
+    pub per_commit: usize,
+}
+
+impl Load {
+    pub fn rows(&self) -> usize {
+        self.messages * self.readings.max(1) * ATTRIBUTES.len()
+    }
+}
+
+/// Inserts the rows of `load` into a new database at `path`.
+pub async fn raw_history_inserts(path: &Path, load: Load) -> Result<BaselineRun> {
     let store = SqliteStore::open(path, Durability::Full).await?;
     store.migrate().await?;
-    let entities = entities.max(1);
+    let (entities, readings) = (load.entities.max(1), load.readings.max(1));
     let mut tx = store.pool.begin().await.map_err(engine)?;
     for key in 0..entities {
         sqlx::query("INSERT INTO entities (key, id, type, body) VALUES (?, ?, 'Streetlight', '{}')")
@@ -50,42 +67,51 @@ pub async fn raw_history_inserts(path: &Path, rows: usize, entities: usize, per_
     }
     tx.commit().await.map_err(engine)?;
 
+    // Row `i` of the whole load, in the order messages carry them.
+    let row = |i: usize| {
+        let per_message = readings * ATTRIBUTES.len();
+        let (message, within) = (i / per_message, i % per_message);
+        let (reading, attribute) = (within / ATTRIBUTES.len(), within % ATTRIBUTES.len());
+        let entity = message % entities;
+        let at = 1_780_000_000_000_000_i64 + (((message / entities) * readings + reading) as i64) * 1_000;
+        (entity as i64, attribute, at, i)
+    };
+    let rows_per_commit = load.per_commit.max(1) * readings * ATTRIBUTES.len();
+    let total = load.rows();
     let started = Instant::now();
-    let per_commit = per_commit.max(1);
     let mut written = 0;
-    while written < rows {
-        let commit_rows = per_commit.min(rows - written);
+    while written < total {
+        let commit_end = (written + rows_per_commit).min(total);
         let mut tx = store.pool.begin().await.map_err(engine)?;
-        let mut done = 0;
-        while done < commit_rows {
-            let n = ROWS_PER_STATEMENT.min(commit_rows - done);
+        let mut next = written;
+        while next < commit_end {
+            let end = (next + ROWS_PER_STATEMENT).min(commit_end);
             let mut qb = QueryBuilder::<Sqlite>::new(
                 "INSERT OR REPLACE INTO history (entity_key, attribute, observed_at, num, txt, json, unit_code) ",
             );
-            qb.push_values(written + done..written + done + n, |mut row, i| {
-                let (attribute, text) = ATTRIBUTES[i % ATTRIBUTES.len()];
-                let reading = i / ATTRIBUTES.len();
+            qb.push_values((next..end).map(row), |mut b, (entity, attribute, at, i)| {
+                let (name, text) = ATTRIBUTES[attribute];
                 let (num, txt) = if text {
                     (None, Some("ok"))
                 } else {
                     (Some(i as f64 * 0.5), None)
                 };
-                row.push_bind((reading % entities) as i64)
-                    .push_bind(attribute)
-                    .push_bind(1_780_000_000_000_000_i64 + (reading / entities) as i64 * 1_000)
+                b.push_bind(entity)
+                    .push_bind(name)
+                    .push_bind(at)
                     .push_bind(num)
                     .push_bind(txt)
                     .push_bind(None::<String>)
                     .push_bind(None::<String>);
             });
             qb.build().execute(&mut *tx).await.map_err(engine)?;
-            done += n;
+            next = end;
         }
         tx.commit().await.map_err(engine)?;
-        written += commit_rows;
+        written = commit_end;
     }
     Ok(BaselineRun {
-        rows,
+        rows: total,
         elapsed: started.elapsed(),
     })
 }
@@ -98,9 +124,19 @@ mod tests {
     async fn the_baseline_writes_every_row() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("raw.db");
-        let run = raw_history_inserts(&path, 3_000, 100, 1_000).await.expect("baseline");
+        let load = Load {
+            messages: 300,
+            entities: 100,
+            readings: 2,
+            per_commit: 64,
+        };
+        let run = raw_history_inserts(&path, load).await.expect("baseline");
         assert_eq!(run.rows, 3_000);
         let store = SqliteStore::open(&path, Durability::Full).await.expect("open");
-        assert_eq!(store.count_history().await.expect("count"), 3_000);
+        assert_eq!(
+            store.count_history().await.expect("count"),
+            3_000,
+            "every row is distinct"
+        );
     }
 }

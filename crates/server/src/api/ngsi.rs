@@ -8,7 +8,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::Serialize;
 use serde_json::{Value, json};
+use vigie_core::entity::Normalized;
 use vigie_core::ngsi::{self, GeoQuery, GeoQueryError, Query, QueryError, ScopeQuery};
 use vigie_core::{Attribute, Entity, EntityId};
 
@@ -16,8 +18,18 @@ use super::{ApiError, AppState, JsonBody, Params};
 use crate::ingest::{BatchKind, WriteOp, WriteOutcome};
 use crate::twin::Candidates;
 
-/// The NGSI-LD core context, linked from every `application/json` answer.
-pub const CORE_CONTEXT: &str = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld";
+/// The NGSI-LD core context.
+macro_rules! core_context {
+    () => {
+        "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld"
+    };
+}
+/// The `Link` header naming the NGSI-LD core context on every `application/json` answer.
+const CORE_CONTEXT_LINK: &str = concat!(
+    "<",
+    core_context!(),
+    ">; rel=\"http://www.w3.org/ns/json-ld#context\"; type=\"application/ld+json\""
+);
 /// Most entities in one batch operation.
 const MAX_BATCH: usize = 1_000;
 /// Longest regular expression accepted in `idPattern`.
@@ -73,7 +85,11 @@ impl Rendering {
         })
     }
 
-    fn render(&self, e: &Entity) -> Value {
+    fn render<'a>(&self, e: &'a Entity) -> Rendered<'a> {
+        let shaped = self.key_values || self.attrs.is_some() || self.pick.is_some() || self.omit.is_some();
+        if !shaped {
+            return Rendered::Normalized(e.normalized(self.sys_attrs));
+        }
         let mut v = if self.key_values {
             ngsi::key_values(e)
         } else {
@@ -83,7 +99,23 @@ impl Rendering {
             m.retain(|k, _| matches!(k.as_str(), "id" | "type" | "scope") || attrs.iter().any(|a| a == k));
         }
         ngsi::project(&mut v, self.pick.as_deref(), self.omit.as_deref());
-        v
+        Rendered::Shaped(v)
+    }
+}
+
+/// A rendered entity: the plain normalized form is serialized straight from
+/// the twin's entity (the common case: reads by id); others go through a `Value`.
+enum Rendered<'a> {
+    Normalized(Normalized<'a>),
+    Shaped(Value),
+}
+
+impl Serialize for Rendered<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Normalized(n) => n.serialize(s),
+            Self::Shaped(v) => v.serialize(s),
+        }
     }
 }
 
@@ -115,13 +147,10 @@ fn geo_query(p: &Params) -> Result<Option<GeoQuery>, ApiError> {
 }
 
 /// JSON with the core context linked, as NGSI-LD asks for `application/json`.
-fn linked_json(status: StatusCode, body: Value, extra: HeaderMap) -> Response {
+fn linked_json(status: StatusCode, body: impl Serialize, extra: HeaderMap) -> Response {
     let mut res = (status, extra, Json(body)).into_response();
-    if let Ok(link) = HeaderValue::from_str(&format!(
-        "<{CORE_CONTEXT}>; rel=\"http://www.w3.org/ns/json-ld#context\"; type=\"application/ld+json\""
-    )) {
-        res.headers_mut().insert(header::LINK, link);
-    }
+    res.headers_mut()
+        .insert(header::LINK, HeaderValue::from_static(CORE_CONTEXT_LINK));
     res
 }
 
@@ -219,7 +248,7 @@ async fn query_entities(State(s): State<AppState>, params: Params) -> Result<Res
         (None, None) => Candidates::All,
     };
     let page = s.twin.select(candidates, &filter, offset, limit, count);
-    let body = Value::Array(page.entities.iter().map(|e| rendering.render(e)).collect());
+    let body: Vec<Rendered<'_>> = page.entities.iter().map(|e| rendering.render(e)).collect();
     let mut headers = HeaderMap::new();
     if let Some(total) = page.total {
         headers.insert("NGSILD-Results-Count", HeaderValue::from(total));

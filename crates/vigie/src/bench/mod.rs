@@ -127,7 +127,8 @@ async fn start_vigie(data: &Path, name: &str) -> anyhow::Result<Running> {
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
     }
-    let mut config = Config::default();
+    // VIGIE_* environment overrides apply, so settings can be compared.
+    let mut config = Config::load(None, std::env::vars())?;
     config.store.url = format!("sqlite://{}", dir.join("vigie.db").display());
     config.mqtt.embedded_listen = "127.0.0.1:0".parse()?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
