@@ -16,6 +16,7 @@
 //! value    = number / "\"string\"" / true / false / DateTime / Date / Time / bare-word
 //! ```
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::fmt;
 
@@ -769,9 +770,9 @@ impl Term {
     pub fn matches(&self, entity: &Entity) -> bool {
         let reached = self.path.resolve(entity);
         // A multi-valued attribute (a JSON array) matches when one element does.
-        let mut candidates = reached.iter().flat_map(|v| match v {
-            Value::Array(items) => items.iter().collect::<Vec<_>>(),
-            other => vec![other],
+        let mut candidates = reached.iter().flat_map(|v| match v.as_ref() {
+            Value::Array(items) => items.as_slice(),
+            other => std::slice::from_ref(other),
         });
         match &self.test {
             Test::Exists => !reached.is_empty(),
@@ -789,8 +790,9 @@ impl Term {
 
 impl AttrPath {
     /// The values this path reaches in the entity (several when it crosses
-    /// an array); empty when it reaches nothing.
-    fn resolve(&self, entity: &Entity) -> Vec<Value> {
+    /// an array); empty when it reaches nothing. The common case, a plain
+    /// attribute's value, is borrowed: queries scan every entity of the twin.
+    fn resolve<'a>(&self, entity: &'a Entity) -> Vec<Cow<'a, Value>> {
         let Some(attr) = entity.attributes.get(&self.attribute) else {
             return Vec::new();
         };
@@ -801,21 +803,17 @@ impl AttrPath {
                 "datasetId" => attr.dataset_id.clone().map(Value::String),
                 other => attr.extra.get(other).cloned(),
             };
-            return found.into_iter().collect();
+            return found.into_iter().map(Cow::Owned).collect();
         }
         // A ListRelationship holds `[{"object": id}, ...]`: compare the targets.
-        let base = if attr.kind == AttributeKind::ListRelationship {
-            match &attr.value {
-                Value::Array(items) => Value::Array(
-                    items
-                        .iter()
-                        .map(|i| i.get("object").cloned().unwrap_or_else(|| i.clone()))
-                        .collect(),
-                ),
-                other => other.clone(),
-            }
-        } else {
-            attr.value.clone()
+        let base = match &attr.value {
+            Value::Array(items) if attr.kind == AttributeKind::ListRelationship => Cow::Owned(Value::Array(
+                items
+                    .iter()
+                    .map(|i| i.get("object").cloned().unwrap_or_else(|| i.clone()))
+                    .collect(),
+            )),
+            value => Cow::Borrowed(value),
         };
         let Some((first, rest)) = self.value_path.split_first() else {
             return vec![base];
@@ -842,7 +840,7 @@ impl AttrPath {
         for key in rest {
             reached = reached.iter().flat_map(|v| descend(v, key)).collect();
         }
-        reached
+        reached.into_iter().map(Cow::Owned).collect()
     }
 }
 
