@@ -2,7 +2,6 @@
 //! normalized representation, so what the store keeps, what the API returns and
 //! what the schemas describe never drift apart.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -11,7 +10,7 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use crate::{Scope, Timestamp};
+use crate::{Attributes, Scope, Timestamp};
 
 /// Attribute names an entity cannot use: they are the entity's own members.
 pub const RESERVED_MEMBERS: [&str; 6] = ["id", "type", "scope", "@context", "createdAt", "modifiedAt"];
@@ -275,7 +274,7 @@ pub struct Entity {
     /// The short type name, e.g. `Streetlight`.
     pub entity_type: String,
     pub scope: Option<Scope>,
-    pub attributes: BTreeMap<String, Attribute>,
+    pub attributes: Attributes,
     pub created_at: Option<Timestamp>,
     pub modified_at: Option<Timestamp>,
 }
@@ -286,7 +285,7 @@ impl Entity {
             id,
             entity_type: entity_type.into(),
             scope,
-            attributes: BTreeMap::new(),
+            attributes: Attributes::new(),
             created_at: None,
             modified_at: None,
         }
