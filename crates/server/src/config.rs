@@ -28,6 +28,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub history: HistoryConfig,
     pub api: ApiConfig,
+    pub tls: TlsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,6 +79,34 @@ pub struct HistoryConfig {
 pub struct ApiConfig {
     pub default_page_size: usize,
     pub max_page_size: usize,
+}
+
+/// Certificate files shared by HTTPS and MQTTS. Empty paths: plain HTTP and MQTT.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_file: String,
+    pub key_file: String,
+    pub client_ca_file: String,
+    pub reload_interval_secs: u64,
+}
+
+impl TlsConfig {
+    /// Whether TLS is configured (both files named).
+    pub fn enabled(&self) -> bool {
+        !self.cert_file.is_empty() && !self.key_file.is_empty()
+    }
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert_file: String::new(),
+            key_file: String::new(),
+            client_ca_file: String::new(),
+            reload_interval_secs: 60,
+        }
+    }
 }
 
 impl Default for HttpConfig {
@@ -230,6 +259,22 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         key: "api.max_page_size",
         doc: "Largest limit a query may ask; more gets TooManyResults.",
+    },
+    Setting {
+        key: "tls.cert_file",
+        doc: "PEM certificate chain for HTTPS and MQTTS; empty serves plain HTTP and MQTT.",
+    },
+    Setting {
+        key: "tls.key_file",
+        doc: "PEM private key matching tls.cert_file.",
+    },
+    Setting {
+        key: "tls.client_ca_file",
+        doc: "PEM CA whose certificates devices may present on MQTTS instead of a password; empty for none.",
+    },
+    Setting {
+        key: "tls.reload_interval_secs",
+        doc: "How often the certificate files are checked for change and reloaded without restart.",
     },
 ];
 
