@@ -2,6 +2,7 @@
 //! payloads and query language, geo predicates and the device-side payload
 //! decoders. Nothing here does I/O, so all of it is unit-tested and fuzzed.
 
+pub mod access;
 pub mod attributes;
 pub mod decode;
 pub mod device;
@@ -9,6 +10,7 @@ pub mod entity;
 pub mod ngsi;
 pub mod scope;
 
+pub use access::{Action, Principal, Role, ScopeGrant};
 pub use attributes::Attributes;
 pub use device::{AttributeMapping, Device, DeviceError, Transport};
 pub use entity::{Attribute, AttributeKind, Entity, EntityId, EntityIdError, Observation};
