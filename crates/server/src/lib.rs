@@ -6,6 +6,7 @@ pub mod config;
 pub mod ingest;
 pub mod metrics;
 mod retention;
+pub mod security;
 pub mod twin;
 
 use std::net::SocketAddr;
@@ -188,7 +189,7 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
     let http = {
         let stop = stop.clone();
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(http, app)
+            if let Err(e) = axum::serve(http, app.into_make_service_with_connect_info::<SocketAddr>())
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await
             {

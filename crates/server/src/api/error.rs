@@ -8,6 +8,8 @@ use serde_json::json;
 use crate::ingest::WriteError;
 
 const ERROR_BASE: &str = "https://uri.etsi.org/ngsi-ld/errors/";
+/// Vigie's own error types, for what NGSI-LD does not name (access control).
+const VIGIE_ERROR_BASE: &str = "urn:vigie:error:";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -17,6 +19,15 @@ pub enum ApiError {
     /// The request is well-formed but its content is not acceptable.
     #[error("{0}")]
     BadRequestData(String),
+    /// No valid credential: log in, or send an API key or bearer token.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Authenticated, but the role or the scope does not allow it.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Too many requests from one API key or too many failed logins.
+    #[error("{0}")]
+    TooManyRequests(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -40,6 +51,9 @@ impl ApiError {
         match self {
             Self::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "InvalidRequest", "Invalid request"),
             Self::BadRequestData(_) => (StatusCode::BAD_REQUEST, "BadRequestData", "Bad request data"),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "Forbidden", "Forbidden"),
+            Self::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", "Too many requests"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "ResourceNotFound", "Resource not found"),
             Self::AlreadyExists(_) => (StatusCode::CONFLICT, "AlreadyExists", "Already exists"),
             Self::TooManyResults(_) => (StatusCode::FORBIDDEN, "TooManyResults", "Too many results"),
@@ -63,7 +77,11 @@ impl ApiError {
             Self::Internal(_) => "an internal error occurred; see the server log".to_owned(),
             other => other.to_string(),
         };
-        json!({"type": format!("{ERROR_BASE}{kind}"), "title": title, "status": status.as_u16(), "detail": detail})
+        let base = match self {
+            Self::Unauthorized(_) | Self::Forbidden(_) | Self::TooManyRequests(_) => VIGIE_ERROR_BASE,
+            _ => ERROR_BASE,
+        };
+        json!({"type": format!("{base}{kind}"), "title": title, "status": status.as_u16(), "detail": detail})
     }
 }
 
@@ -76,6 +94,12 @@ impl IntoResponse for ApiError {
             tracing::debug!(error = %self, "request refused");
         }
         (status, Json(self.problem())).into_response()
+    }
+}
+
+impl From<vigie_core::access::Denied> for ApiError {
+    fn from(e: vigie_core::access::Denied) -> Self {
+        Self::Forbidden(e.to_string())
     }
 }
 

@@ -45,6 +45,10 @@ pub fn router(state: AppState) -> Router {
         .merge(ngsi::routes())
         .merge(devices::routes())
         .merge(ops::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::security::authenticate,
+        ))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
