@@ -3,6 +3,7 @@
 //! decoders. Nothing here does I/O, so all of it is unit-tested and fuzzed.
 
 pub mod access;
+pub mod account;
 pub mod attributes;
 pub mod decode;
 pub mod device;

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use vigie_core::account::{Account, ApiCredential, Session};
 use vigie_core::{Device, Entity, EntityId, Timestamp};
 use vigie_store::{DeadLetter, HistoryPoint, HistoryQuery, Result, Retention, Store, StoreError, WriteBatch};
 
@@ -36,6 +37,47 @@ impl FromStr for Durability {
             "full" => Ok(Self::Full),
             "normal" => Ok(Self::Normal),
             other => Err(format!("unknown durability '{other}': expected 'full' or 'normal'")),
+        }
+    }
+}
+
+/// Tables holding records as JSON bodies under a text key.
+#[derive(Debug, Clone, Copy)]
+enum BodyTable {
+    Accounts,
+    ApiCredentials,
+}
+
+impl BodyTable {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Accounts => "account",
+            Self::ApiCredentials => "API credential",
+        }
+    }
+
+    fn upsert(self) -> &'static str {
+        match self {
+            Self::Accounts => {
+                "INSERT INTO accounts (name, body) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET body = excluded.body"
+            }
+            Self::ApiCredentials => {
+                "INSERT INTO api_credentials (id, body) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET body = excluded.body"
+            }
+        }
+    }
+
+    fn select_one(self) -> &'static str {
+        match self {
+            Self::Accounts => "SELECT body FROM accounts WHERE name = ?",
+            Self::ApiCredentials => "SELECT body FROM api_credentials WHERE id = ?",
+        }
+    }
+
+    fn select_all(self) -> &'static str {
+        match self {
+            Self::Accounts => "SELECT name, body FROM accounts ORDER BY name",
+            Self::ApiCredentials => "SELECT id, body FROM api_credentials ORDER BY id",
         }
     }
 }
@@ -86,6 +128,38 @@ fn value_from_columns(num: Option<f64>, txt: Option<String>, json: Option<String
 }
 
 impl SqliteStore {
+    /// Writes a record as a JSON body under its key.
+    async fn put_body(&self, table: BodyTable, id: &str, record: &impl serde::Serialize) -> Result<()> {
+        let body = serde_json::to_string(record).map_err(|e| corrupt(format!("{} {id}", table.name()), e))?;
+        sqlx::query(table.upsert())
+            .bind(id)
+            .bind(body)
+            .execute(&self.pool)
+            .await
+            .map_err(engine)?;
+        Ok(())
+    }
+
+    async fn get_body<T: serde::de::DeserializeOwned>(&self, table: BodyTable, id: &str) -> Result<Option<T>> {
+        let body: Option<String> = sqlx::query_scalar(table.select_one())
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(engine)?;
+        body.map(|b| serde_json::from_str(&b).map_err(|e| corrupt(format!("{} {id}", table.name()), e)))
+            .transpose()
+    }
+
+    async fn all_bodies<T: serde::de::DeserializeOwned>(&self, table: BodyTable) -> Result<Vec<T>> {
+        let rows: Vec<(String, String)> = sqlx::query_as(table.select_all())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(engine)?;
+        rows.into_iter()
+            .map(|(id, b)| serde_json::from_str(&b).map_err(|e| corrupt(format!("{} {id}", table.name()), e)))
+            .collect()
+    }
+
     /// Opens (creating if needed) the database file at `path`.
     pub async fn open(path: &Path, durability: Durability) -> Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -410,5 +484,95 @@ impl Store for SqliteStore {
             .await
             .map_err(engine)?;
         Ok(n.unsigned_abs())
+    }
+
+    async fn put_account(&self, account: &Account) -> Result<()> {
+        self.put_body(BodyTable::Accounts, &account.name, account).await
+    }
+
+    async fn account(&self, name: &str) -> Result<Option<Account>> {
+        self.get_body(BodyTable::Accounts, name).await
+    }
+
+    async fn accounts(&self) -> Result<Vec<Account>> {
+        self.all_bodies(BodyTable::Accounts).await
+    }
+
+    async fn delete_account(&self, name: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await.map_err(engine)?;
+        sqlx::query("DELETE FROM sessions WHERE account = ?")
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(engine)?;
+        let r = sqlx::query("DELETE FROM accounts WHERE name = ?")
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(engine)?;
+        tx.commit().await.map_err(engine)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn put_api_credential(&self, credential: &ApiCredential) -> Result<()> {
+        self.put_body(BodyTable::ApiCredentials, &credential.id, credential).await
+    }
+
+    async fn api_credentials(&self) -> Result<Vec<ApiCredential>> {
+        self.all_bodies(BodyTable::ApiCredentials).await
+    }
+
+    async fn put_session(&self, session: &Session) -> Result<()> {
+        let body = serde_json::to_string(session).map_err(|e| corrupt("session", e))?;
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, account, expires_at, body) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (token_hash) DO UPDATE SET account = excluded.account, \
+             expires_at = excluded.expires_at, body = excluded.body",
+        )
+        .bind(&session.token_hash)
+        .bind(&session.account)
+        .bind(micros(session.expires_at))
+        .bind(body)
+        .execute(&self.pool)
+        .await
+        .map_err(engine)?;
+        Ok(())
+    }
+
+    async fn session(&self, token_hash: &str) -> Result<Option<Session>> {
+        let body: Option<String> = sqlx::query_scalar("SELECT body FROM sessions WHERE token_hash = ?")
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(engine)?;
+        body.map(|b| serde_json::from_str(&b).map_err(|e| corrupt("session", e)))
+            .transpose()
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = ?")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await
+            .map_err(engine)?;
+        Ok(())
+    }
+
+    async fn delete_sessions_of(&self, account: &str) -> Result<u64> {
+        let r = sqlx::query("DELETE FROM sessions WHERE account = ?")
+            .bind(account)
+            .execute(&self.pool)
+            .await
+            .map_err(engine)?;
+        Ok(r.rows_affected())
+    }
+
+    async fn prune_sessions(&self, now: Timestamp) -> Result<u64> {
+        let r = sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
+            .bind(micros(now))
+            .execute(&self.pool)
+            .await
+            .map_err(engine)?;
+        Ok(r.rows_affected())
     }
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use vigie_core::account::{Account, ApiCredential, Session};
 use vigie_core::{Device, Entity, EntityId, Timestamp};
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +122,28 @@ pub trait Store: Send + Sync + 'static {
     /// The newest dead letters first.
     async fn dead_letters(&self, limit: usize, offset: usize) -> Result<Vec<DeadLetter>>;
     async fn count_dead_letters(&self) -> Result<u64>;
+
+    /// Creates or replaces an account.
+    async fn put_account(&self, account: &Account) -> Result<()>;
+    async fn account(&self, name: &str) -> Result<Option<Account>>;
+    /// Every account, by name.
+    async fn accounts(&self) -> Result<Vec<Account>>;
+    /// Removes an account and its sessions; returns whether it existed.
+    async fn delete_account(&self, name: &str) -> Result<bool>;
+
+    /// Creates or replaces an API key or service token.
+    async fn put_api_credential(&self, credential: &ApiCredential) -> Result<()>;
+    /// Every API credential, revoked ones included (they are kept for the record), by id.
+    async fn api_credentials(&self) -> Result<Vec<ApiCredential>>;
+
+    /// Creates or replaces a console session.
+    async fn put_session(&self, session: &Session) -> Result<()>;
+    async fn session(&self, token_hash: &str) -> Result<Option<Session>>;
+    async fn delete_session(&self, token_hash: &str) -> Result<()>;
+    /// Ends every session of an account (password change, disabling); returns how many.
+    async fn delete_sessions_of(&self, account: &str) -> Result<u64>;
+    /// Deletes sessions past their absolute end; returns how many.
+    async fn prune_sessions(&self, now: Timestamp) -> Result<u64>;
 }
 
 #[cfg(feature = "testsuite")]

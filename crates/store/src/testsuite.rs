@@ -46,6 +46,7 @@ pub async fn run_all(store: &dyn Store) {
     history_keeps_every_type_and_replaces_redeliveries(store).await;
     retention_prunes_per_attribute(store).await;
     devices_and_dead_letters(store).await;
+    accounts_credentials_and_sessions(store).await;
 }
 
 async fn entities_round_trip_and_page_in_id_order(store: &dyn Store) {
@@ -213,4 +214,70 @@ async fn devices_and_dead_letters(store: &dyn Store) {
         vec![letters[2].clone(), letters[1].clone()],
         "newest first, binary payload intact"
     );
+}
+
+async fn accounts_credentials_and_sessions(store: &dyn Store) {
+    use vigie_core::access::{Role, ScopeGrant};
+    use vigie_core::account::{Account, AccountOrigin, ApiCredential, CredentialKind, Session};
+
+    let now = ts("2026-11-25T10:00:00Z");
+    let mut alice = Account {
+        name: "alice".into(),
+        display_name: "Alice Martin".into(),
+        role: Role::Operator,
+        scope: ScopeGrant::parse("dijon,chenove", "lighting").expect("grant"),
+        origin: AccountOrigin::Local,
+        password_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()),
+        disabled: false,
+        failed_logins: 0,
+        locked_until: None,
+        created_at: now,
+        password_changed_at: Some(now),
+        last_login_at: None,
+    };
+    store.put_account(&alice).await.expect("put account");
+    alice.failed_logins = 3;
+    store.put_account(&alice).await.expect("replace account");
+    assert_eq!(store.account("alice").await.expect("get"), Some(alice.clone()));
+    assert_eq!(store.account("bob").await.expect("get"), None);
+    assert_eq!(store.accounts().await.expect("list"), vec![alice.clone()]);
+
+    let key = ApiCredential {
+        id: "k0123456789abcdef".into(),
+        kind: CredentialKind::ApiKey,
+        name: "Open data portal".into(),
+        role: Role::Auditor,
+        scope: ScopeGrant::everywhere(),
+        secret_hash: "00".repeat(32),
+        requests_per_minute: Some(60),
+        created_by: "alice".into(),
+        created_at: now,
+        expires_at: None,
+        revoked_at: None,
+        last_used_at: None,
+    };
+    store.put_api_credential(&key).await.expect("put key");
+    assert_eq!(store.api_credentials().await.expect("keys"), vec![key]);
+
+    let session = |token: &str, end: &str| Session {
+        token_hash: token.into(),
+        account: "alice".into(),
+        csrf_token: "csrf".into(),
+        created_at: now,
+        last_seen_at: now,
+        expires_at: ts(end),
+        source: Some("127.0.0.1".into()),
+        single_sign_on: false,
+    };
+    store.put_session(&session("s1", "2026-11-25T11:00:00Z")).await.expect("session");
+    store.put_session(&session("s2", "2026-11-25T20:00:00Z")).await.expect("session");
+    assert_eq!(store.session("s1").await.expect("get").map(|s| s.account), Some("alice".into()));
+    assert_eq!(store.prune_sessions(ts("2026-11-25T12:00:00Z")).await.expect("prune"), 1);
+    assert_eq!(store.session("s1").await.expect("get"), None);
+    store.delete_session("s2").await.expect("delete");
+    assert_eq!(store.session("s2").await.expect("get"), None);
+    store.put_session(&session("s3", "2026-11-25T20:00:00Z")).await.expect("session");
+    assert!(store.delete_account("alice").await.expect("delete account"));
+    assert_eq!(store.session("s3").await.expect("get"), None, "an account's sessions go with it");
+    assert!(!store.delete_account("alice").await.expect("delete again"));
 }
