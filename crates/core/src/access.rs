@@ -168,7 +168,9 @@ impl Role {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown role '{0}': expected one of administrator, supervisor, operator, business-line-manager, field-technician, contractor, data-protection-officer, auditor")]
+#[error(
+    "unknown role '{0}': expected one of administrator, supervisor, operator, business-line-manager, field-technician, contractor, data-protection-officer, auditor"
+)]
 pub struct UnknownRole(pub String);
 
 impl FromStr for Role {
@@ -499,7 +501,10 @@ mod tests {
         let g = ScopeGrant::parse(" chenove , dijon", "*").unwrap();
         assert_eq!(g.to_string(), "communes chenove,dijon × business lines *");
         let json = serde_json::to_value(&g).unwrap();
-        assert_eq!(json, serde_json::json!({"communes": "chenove,dijon", "business_lines": "*"}));
+        assert_eq!(
+            json,
+            serde_json::json!({"communes": "chenove,dijon", "business_lines": "*"})
+        );
         assert_eq!(serde_json::from_value::<ScopeGrant>(json).unwrap(), g);
         assert!(ScopeGrant::parse("Dijon", "*").is_err());
         assert!(ScopeGrant::parse("dijon,", "*").is_err());

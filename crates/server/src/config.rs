@@ -29,6 +29,7 @@ pub struct Config {
     pub history: HistoryConfig,
     pub api: ApiConfig,
     pub tls: TlsConfig,
+    pub security: SecurityConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,6 +80,38 @@ pub struct HistoryConfig {
 pub struct ApiConfig {
     pub default_page_size: usize,
     pub max_page_size: usize,
+}
+
+/// Accounts, sessions, logins and API keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    pub enabled: bool,
+    pub session_idle_minutes: u32,
+    pub session_hours: u32,
+    pub login_max_failures: u32,
+    pub lockout_minutes: u32,
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub api_key_requests_per_minute: u32,
+    pub personal_data_business_lines: Vec<String>,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            session_idle_minutes: 60,
+            session_hours: 12,
+            login_max_failures: 10,
+            lockout_minutes: 15,
+            // OWASP's argon2id baseline: 19 MiB, 2 iterations, 1 lane.
+            argon2_memory_kib: 19_456,
+            argon2_iterations: 2,
+            api_key_requests_per_minute: 600,
+            personal_data_business_lines: vec!["cctv".into()],
+        }
+    }
 }
 
 /// Certificate files shared by HTTPS and MQTTS. Empty paths: plain HTTP and MQTT.
@@ -275,6 +308,42 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         key: "tls.reload_interval_secs",
         doc: "How often the certificate files are checked for change and reloaded without restart.",
+    },
+    Setting {
+        key: "security.enabled",
+        doc: "Require authentication. false makes every caller an administrator: development and benchmarks only.",
+    },
+    Setting {
+        key: "security.session_idle_minutes",
+        doc: "A console session unused this long ends.",
+    },
+    Setting {
+        key: "security.session_hours",
+        doc: "A console session ends this long after login, whatever the activity.",
+    },
+    Setting {
+        key: "security.login_max_failures",
+        doc: "Failed logins in a row that lock an account name (and ten times as many a client address).",
+    },
+    Setting {
+        key: "security.lockout_minutes",
+        doc: "How long a lock lasts; also the window in which failures are counted.",
+    },
+    Setting {
+        key: "security.argon2_memory_kib",
+        doc: "argon2id memory cost of password hashes, in KiB.",
+    },
+    Setting {
+        key: "security.argon2_iterations",
+        doc: "argon2id time cost of password hashes.",
+    },
+    Setting {
+        key: "security.api_key_requests_per_minute",
+        doc: "Default rate limit of an API key (service tokens are not limited).",
+    },
+    Setting {
+        key: "security.personal_data_business_lines",
+        doc: "Business lines whose entities are personal data: only roles allowed personal data see them, and each read is audited.",
     },
 ];
 

@@ -75,6 +75,7 @@ pub struct Running {
     pub store: Arc<dyn Store>,
     pub registry: Arc<DeviceRegistry>,
     pub metrics: Arc<Metrics>,
+    pub security: Arc<security::Security>,
     config: Arc<Config>,
     ingest: IngestHandle,
     stop: CancellationToken,
@@ -82,6 +83,7 @@ pub struct Running {
     writer: JoinHandle<()>,
     consumer: Option<JoinHandle<()>>,
     retention: JoinHandle<()>,
+    flusher: JoinHandle<()>,
     broker: Option<vigie_broker::EmbeddedBroker>,
 }
 
@@ -176,6 +178,14 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
 
     let retention = tokio::spawn(retention::run(Arc::clone(&store), config.history.clone(), stop.clone()));
 
+    let security = security::Security::load(config.security.clone(), Arc::clone(&store), config.tls.enabled())
+        .await
+        .context("cannot load accounts and API credentials")?;
+    if !security.enabled() {
+        tracing::warn!("security.enabled = false: every caller is an administrator; never run so in production");
+    }
+    let flusher = tokio::spawn(Arc::clone(&security).run_flusher(std::time::Duration::from_secs(60), stop.clone()));
+
     let state = AppState {
         config: Arc::clone(&config),
         twin: Arc::clone(&twin),
@@ -183,9 +193,10 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
         registry: Arc::clone(&registry),
         store: Arc::clone(&store),
         metrics: Arc::clone(&metrics),
+        security: Arc::clone(&security),
     };
     let http_addr = http.local_addr()?;
-    let app = api::router(state).merge(extra);
+    let app = api::router(state, extra);
     let http = {
         let stop = stop.clone();
         tokio::spawn(async move {
@@ -211,7 +222,9 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
         writer,
         consumer,
         retention,
+        flusher,
         broker,
+        security,
         config,
     })
 }
@@ -229,6 +242,31 @@ impl Running {
             self.registry.insert(d);
         }
         Ok(())
+    }
+
+    /// Issues a service token (tests, benchmarks, the demo's simulator).
+    pub async fn issue_service_token(
+        &self,
+        name: &str,
+        role: vigie_core::Role,
+        scope: vigie_core::ScopeGrant,
+    ) -> anyhow::Result<String> {
+        let issued = self
+            .security
+            .issue_credential(
+                security::NewCredential {
+                    kind: vigie_core::account::CredentialKind::ServiceToken,
+                    name: name.to_owned(),
+                    role,
+                    scope,
+                    requests_per_minute: None,
+                    expires_at: None,
+                },
+                "vigie",
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot issue a service token: {e}"))?;
+        Ok(issued.token)
     }
 
     /// Creates or replaces entities through the writer, like a batch upsert.
@@ -257,6 +295,7 @@ impl Running {
             let _ = c.await;
         }
         let _ = self.retention.await;
+        let _ = self.flusher.await;
         if let Some(b) = self.broker {
             b.shutdown().await;
         }

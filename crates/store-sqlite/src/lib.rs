@@ -515,7 +515,8 @@ impl Store for SqliteStore {
     }
 
     async fn put_api_credential(&self, credential: &ApiCredential) -> Result<()> {
-        self.put_body(BodyTable::ApiCredentials, &credential.id, credential).await
+        self.put_body(BodyTable::ApiCredentials, &credential.id, credential)
+            .await
     }
 
     async fn api_credentials(&self) -> Result<Vec<ApiCredential>> {

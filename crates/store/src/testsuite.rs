@@ -269,15 +269,34 @@ async fn accounts_credentials_and_sessions(store: &dyn Store) {
         source: Some("127.0.0.1".into()),
         single_sign_on: false,
     };
-    store.put_session(&session("s1", "2026-11-25T11:00:00Z")).await.expect("session");
-    store.put_session(&session("s2", "2026-11-25T20:00:00Z")).await.expect("session");
-    assert_eq!(store.session("s1").await.expect("get").map(|s| s.account), Some("alice".into()));
-    assert_eq!(store.prune_sessions(ts("2026-11-25T12:00:00Z")).await.expect("prune"), 1);
+    store
+        .put_session(&session("s1", "2026-11-25T11:00:00Z"))
+        .await
+        .expect("session");
+    store
+        .put_session(&session("s2", "2026-11-25T20:00:00Z"))
+        .await
+        .expect("session");
+    assert_eq!(
+        store.session("s1").await.expect("get").map(|s| s.account),
+        Some("alice".into())
+    );
+    assert_eq!(
+        store.prune_sessions(ts("2026-11-25T12:00:00Z")).await.expect("prune"),
+        1
+    );
     assert_eq!(store.session("s1").await.expect("get"), None);
     store.delete_session("s2").await.expect("delete");
     assert_eq!(store.session("s2").await.expect("get"), None);
-    store.put_session(&session("s3", "2026-11-25T20:00:00Z")).await.expect("session");
+    store
+        .put_session(&session("s3", "2026-11-25T20:00:00Z"))
+        .await
+        .expect("session");
     assert!(store.delete_account("alice").await.expect("delete account"));
-    assert_eq!(store.session("s3").await.expect("get"), None, "an account's sessions go with it");
+    assert_eq!(
+        store.session("s3").await.expect("get"),
+        None,
+        "an account's sessions go with it"
+    );
     assert!(!store.delete_account("alice").await.expect("delete again"));
 }

@@ -8,7 +8,10 @@ use axum::{Json, Router};
 use serde_json::json;
 use vigie_core::device::Provisioning;
 
+use vigie_core::Action;
+
 use super::{ApiError, AppState, JsonBody, Params};
+use crate::security::Caller;
 
 /// Most devices one provisioning request may carry.
 const MAX_DEVICES_PER_REQUEST: usize = 10_000;
@@ -20,7 +23,12 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Provisions devices: all are validated first, so a bad one provisions none.
-async fn provision(State(s): State<AppState>, JsonBody(body): JsonBody) -> Result<impl IntoResponse, ApiError> {
+async fn provision(
+    State(s): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.check(Action::ManageDevices)?;
     let doc: Provisioning = serde_json::from_value(body)
         .map_err(|e| ApiError::BadRequestData(format!("not an IoT Agent provisioning document: {e}")))?;
     if doc.devices.len() > MAX_DEVICES_PER_REQUEST {
@@ -34,6 +42,14 @@ async fn provision(State(s): State<AppState>, JsonBody(body): JsonBody) -> Resul
         .into_iter()
         .map(|d| d.validate().map_err(|e| ApiError::BadRequestData(e.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
+    for d in &devices {
+        s.security.check_in(&caller, Action::ManageDevices, d.scope.as_ref())?;
+        // Replacing a device moves it: its current scope must be the caller's too.
+        if let Some(current) = s.registry.get(&d.device_id) {
+            s.security
+                .check_in(&caller, Action::ManageDevices, current.scope.as_ref())?;
+        }
+    }
     s.store.put_devices(&devices).await?;
     for d in devices {
         s.registry.insert(d);
@@ -41,21 +57,42 @@ async fn provision(State(s): State<AppState>, JsonBody(body): JsonBody) -> Resul
     Ok(StatusCode::CREATED)
 }
 
-async fn list(State(s): State<AppState>, params: Params) -> Result<impl IntoResponse, ApiError> {
+async fn list(State(s): State<AppState>, caller: Caller, params: Params) -> Result<impl IntoResponse, ApiError> {
+    caller.check(Action::ReadDevices)?;
     let limit = params.usize("limit")?.unwrap_or(20).min(1000);
     let offset = params.usize("offset")?.unwrap_or(0);
-    let (devices, count) = s.registry.list(offset, limit);
+    let (devices, count) = s
+        .registry
+        .list(|d| s.security.sees(&caller, d.scope.as_ref()), offset, limit);
     Ok(Json(json!({"count": count, "devices": devices})))
 }
 
-async fn show(State(s): State<AppState>, Path(device_id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+async fn show(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(device_id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.check(Action::ReadDevices)?;
     s.registry
         .get(&device_id)
+        .filter(|d| s.security.sees(&caller, d.scope.as_ref()))
         .map(|d| Json(json!(*d)))
         .ok_or_else(|| ApiError::NotFound(format!("no device '{device_id}'")))
 }
 
-async fn remove(State(s): State<AppState>, Path(device_id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+async fn remove(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(device_id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.check(Action::ManageDevices)?;
+    let device = s
+        .registry
+        .get(&device_id)
+        .filter(|d| s.security.sees(&caller, d.scope.as_ref()))
+        .ok_or_else(|| ApiError::NotFound(format!("no device '{device_id}'")))?;
+    s.security
+        .check_in(&caller, Action::ManageDevices, device.scope.as_ref())?;
     if !s.store.delete_device(&device_id).await? {
         return Err(ApiError::NotFound(format!("no device '{device_id}'")));
     }

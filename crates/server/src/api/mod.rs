@@ -1,6 +1,7 @@
 //! Vigie's HTTP APIs: NGSI-LD (`/ngsi-ld/v1`), device provisioning (`/iot`),
 //! Vigie's own REST API (`/api/v1`) and operations (`/health`, `/metrics`).
 
+mod accounts;
 mod devices;
 pub mod error;
 mod ngsi;
@@ -37,18 +38,28 @@ pub struct AppState {
     pub registry: Arc<DeviceRegistry>,
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
+    pub security: Arc<crate::security::Security>,
 }
 
-pub fn router(state: AppState) -> Router {
-    let limits = &state.config.http;
-    Router::new()
+/// Vigie's routes: the protected ones (and `extra`, e.g. the demo's) behind
+/// authentication, the public ones (health, login) beside them.
+pub fn router(state: AppState, extra: Router) -> Router {
+    let limits = state.config.http.clone();
+    let authenticate = axum::middleware::from_fn_with_state(state.clone(), crate::security::authenticate);
+    let protected = Router::new()
         .merge(ngsi::routes())
         .merge(devices::routes())
         .merge(ops::routes())
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::security::authenticate,
-        ))
+        .merge(accounts::routes())
+        .route_layer(authenticate.clone());
+    // `layer`, not `route_layer`: `extra` may have no routes at all.
+    let extra = extra.layer(authenticate);
+    Router::new()
+        .merge(protected)
+        .merge(ops::public_routes())
+        .merge(accounts::public_routes())
+        .with_state(state)
+        .merge(extra)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -56,7 +67,6 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(CatchPanicLayer::new())
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
 }
 
 /// A JSON request body, bounded, with NGSI-LD errors: not JSON is

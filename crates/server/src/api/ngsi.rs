@@ -12,10 +12,11 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use vigie_core::entity::Normalized;
 use vigie_core::ngsi::{self, GeoQuery, GeoQueryError, Query, QueryError, ScopeQuery};
-use vigie_core::{Attribute, Entity, EntityId};
+use vigie_core::{Action, Attribute, Entity, EntityId};
 
 use super::{ApiError, AppState, JsonBody, Params};
 use crate::ingest::{BatchKind, WriteOp, WriteOutcome};
+use crate::security::Caller;
 use crate::twin::Candidates;
 
 /// The NGSI-LD core context.
@@ -154,21 +155,40 @@ fn linked_json(status: StatusCode, body: impl Serialize, extra: HeaderMap) -> Re
     res
 }
 
+/// An entity out of the caller's sight is answered exactly like one that
+/// does not exist, so ids leak nothing.
+fn not_found(id: &EntityId) -> ApiError {
+    ApiError::NotFound(format!("entity {id} does not exist"))
+}
+
+/// Whether the caller may change the entity `id` (when it exists): 404 when
+/// it does not exist or is out of sight, 403 when visible but not writable.
+fn check_writable(s: &AppState, caller: &Caller, id: &EntityId) -> Result<(), ApiError> {
+    caller.check(Action::WriteEntities)?;
+    let current = s.twin.get(id.as_str()).ok_or_else(|| not_found(id))?;
+    s.security
+        .check_in(caller, Action::WriteEntities, current.scope.as_ref())
+}
+
 async fn retrieve_entity(
     State(s): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     params: Params,
 ) -> Result<Response, ApiError> {
+    caller.check(Action::ReadEntities)?;
     let id = entity_id(&id)?;
     let rendering = Rendering::from_params(&params)?;
     let entity = s
         .twin
         .get(id.as_str())
-        .ok_or_else(|| ApiError::NotFound(format!("entity {id} does not exist")))?;
+        .filter(|e| s.security.sees(&caller, e.scope.as_ref()))
+        .ok_or_else(|| not_found(&id))?;
     Ok(linked_json(StatusCode::OK, rendering.render(&entity), HeaderMap::new()))
 }
 
-async fn query_entities(State(s): State<AppState>, params: Params) -> Result<Response, ApiError> {
+async fn query_entities(State(s): State<AppState>, caller: Caller, params: Params) -> Result<Response, ApiError> {
+    caller.check(Action::ReadEntities)?;
     let api = &s.config.api;
     let limit = params.usize("limit")?.unwrap_or(api.default_page_size);
     if limit > api.max_page_size {
@@ -226,8 +246,10 @@ async fn query_entities(State(s): State<AppState>, params: Params) -> Result<Res
         ));
     }
     let attrs = rendering.attrs.clone();
+    // Out-of-sight entities are filtered before paging and counting.
     let filter = |e: &Entity| {
-        types.as_ref().is_none_or(|t| t.contains(&e.entity_type))
+        s.security.sees(&caller, e.scope.as_ref())
+            && types.as_ref().is_none_or(|t| t.contains(&e.entity_type))
             && id_pattern.as_ref().is_none_or(|re| re.is_match(e.id.as_str()))
             && attrs
                 .as_ref()
@@ -271,8 +293,24 @@ fn parse_attributes(v: &Value) -> Result<BTreeMap<String, Attribute>, ApiError> 
         .map_err(ApiError::BadRequestData)
 }
 
-async fn create_entity(State(s): State<AppState>, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
+async fn create_entity(
+    State(s): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    caller.check(Action::WriteEntities)?;
     let entity = parse_entity(&body)?;
+    s.security
+        .check_in(&caller, Action::WriteEntities, entity.scope.as_ref())?;
+    if let Some(existing) = s.twin.get(entity.id.as_str())
+        && !s.security.sees(&caller, existing.scope.as_ref())
+    {
+        // Ids are global: the most this says is that the id is taken elsewhere.
+        return Err(ApiError::Forbidden(format!(
+            "entity {} is outside the caller's scope",
+            entity.id
+        )));
+    }
     let location = format!("/ngsi-ld/v1/entities/{}", entity.id);
     s.ingest.write(WriteOp::Create(entity)).await?;
     let mut res = StatusCode::CREATED.into_response();
@@ -282,8 +320,14 @@ async fn create_entity(State(s): State<AppState>, JsonBody(body): JsonBody) -> R
     Ok(res)
 }
 
-async fn delete_entity(State(s): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    s.ingest.write(WriteOp::Delete(entity_id(&id)?)).await?;
+async fn delete_entity(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = entity_id(&id)?;
+    check_writable(&s, &caller, &id)?;
+    s.ingest.write(WriteOp::Delete(id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -306,12 +350,15 @@ fn partial_or_done(outcome: WriteOutcome) -> Response {
 
 async fn append_attributes(
     State(s): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     params: Params,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
+    let id = entity_id(&id)?;
+    check_writable(&s, &caller, &id)?;
     let op = WriteOp::Append {
-        id: entity_id(&id)?,
+        id,
         attributes: parse_attributes(&body)?,
         overwrite: !params.has_option("noOverwrite"),
     };
@@ -320,11 +367,14 @@ async fn append_attributes(
 
 async fn update_attributes(
     State(s): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
+    let id = entity_id(&id)?;
+    check_writable(&s, &caller, &id)?;
     let op = WriteOp::Update {
-        id: entity_id(&id)?,
+        id,
         attributes: parse_attributes(&body)?,
     };
     Ok(partial_or_done(s.ingest.write(op).await?))
@@ -357,8 +407,19 @@ fn parse_batch(body: &Value) -> Result<(Vec<Entity>, Vec<Value>), ApiError> {
 
 /// 201 with the created ids when all were created, 204 when all succeeded
 /// (some updated), 207 with a BatchOperationResult when any failed.
-async fn run_batch(s: &AppState, kind: BatchKind, body: &Value) -> Result<Response, ApiError> {
+async fn run_batch(s: &AppState, caller: &Caller, kind: BatchKind, body: &Value) -> Result<Response, ApiError> {
+    caller.check(Action::WriteEntities)?;
     let (entities, mut errors) = parse_batch(body)?;
+    // Each entity, as sent and as it is now, must be in the caller's scope;
+    // the others are reported and not written.
+    let (entities, refused): (Vec<Entity>, Vec<Entity>) = entities.into_iter().partition(|e| {
+        let now = s.twin.get(e.id.as_str());
+        s.security.sees(caller, e.scope.as_ref()) && now.is_none_or(|n| s.security.sees(caller, n.scope.as_ref()))
+    });
+    for e in refused {
+        let denied = ApiError::Forbidden(format!("entity {} is outside the caller's scope", e.id));
+        errors.push(json!({"entityId": e.id.to_string(), "error": denied.problem()}));
+    }
     let outcome = if entities.is_empty() {
         WriteOutcome::Batch(vec![])
     } else {
@@ -393,12 +454,17 @@ async fn run_batch(s: &AppState, kind: BatchKind, body: &Value) -> Result<Respon
     })
 }
 
-async fn batch_create(State(s): State<AppState>, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
-    run_batch(&s, BatchKind::Create, &body).await
+async fn batch_create(
+    State(s): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    run_batch(&s, &caller, BatchKind::Create, &body).await
 }
 
 async fn batch_upsert(
     State(s): State<AppState>,
+    caller: Caller,
     params: Params,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
@@ -407,5 +473,5 @@ async fn batch_upsert(
     } else {
         BatchKind::UpsertReplace
     };
-    run_batch(&s, kind, &body).await
+    run_batch(&s, &caller, kind, &body).await
 }

@@ -73,11 +73,17 @@ impl DeviceRegistry {
         m.by_id.get(device_id).cloned()
     }
 
-    pub fn list(&self, offset: usize, limit: usize) -> (Vec<Arc<Device>>, usize) {
+    /// A page of the devices `visible` keeps, in id order, and how many it keeps.
+    pub fn list(&self, visible: impl Fn(&Device) -> bool, offset: usize, limit: usize) -> (Vec<Arc<Device>>, usize) {
         let m = self.maps.read().unwrap_or_else(PoisonError::into_inner);
-        (
-            m.by_id.values().skip(offset).take(limit).cloned().collect(),
-            m.by_id.len(),
-        )
+        let mut count = 0;
+        let mut page = Vec::new();
+        for d in m.by_id.values().filter(|d| visible(d)) {
+            if count >= offset && page.len() < limit {
+                page.push(Arc::clone(d));
+            }
+            count += 1;
+        }
+        (page, count)
     }
 }

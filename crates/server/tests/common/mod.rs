@@ -10,6 +10,7 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use serde_json::Value;
 use tempfile::TempDir;
+use vigie_core::{Role, ScopeGrant};
 use vigie_server::{Config, Running};
 
 /// Debian's mosquitto on a free loopback port, killed on drop.
@@ -114,12 +115,27 @@ impl TestServer {
             .await
             .expect("start");
         let base = format!("http://{}", running.http_addr);
+        let token = running
+            .issue_service_token("test harness", Role::Administrator, ScopeGrant::everywhere())
+            .await
+            .expect("token");
         Self {
             running,
             base,
-            http: reqwest::Client::new(),
+            http: client_with_token(&token),
             data,
         }
+    }
+
+    /// A client acting with a new service token of this role and grant.
+    pub async fn client_as(&self, role: Role, communes: &str, business_lines: &str) -> reqwest::Client {
+        let grant = ScopeGrant::parse(communes, business_lines).expect("grant");
+        let token = self
+            .running
+            .issue_service_token(&format!("{role} {communes} {business_lines}"), role, grant)
+            .await
+            .expect("token");
+        client_with_token(&token)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -155,6 +171,19 @@ impl TestServer {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// A reqwest client sending `Authorization: Bearer <token>` on every request.
+pub fn client_with_token(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client")
 }
 
 /// An MQTT v5 publisher whose event loop runs in the background.
