@@ -75,6 +75,68 @@ async fn inject_fault(State(desk): State<FaultDesk>, Json(body): Json<Value>) ->
     (StatusCode::ACCEPTED, Json(json!({"fault": text, "target": target})))
 }
 
+/// How the person running the demo gets in.
+struct DemoAccess {
+    /// The administrator's login, with the password on the first run.
+    login: String,
+    /// A service token for curl, valid for this run (a day at most).
+    token: String,
+}
+
+/// The demo's administrator: created on the first run with a random
+/// password printed once (never a fixed default), and a token for this run.
+async fn demo_access(running: &vigie_server::Running) -> anyhow::Result<DemoAccess> {
+    use vigie_core::account::CredentialKind;
+    use vigie_core::{Role, ScopeGrant};
+    use vigie_server::security::{NewAccount, NewCredential};
+
+    let security = &running.security;
+    let login = if security
+        .accounts()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .is_empty()
+    {
+        let (_, password) = security
+            .create_account(NewAccount {
+                name: "admin".into(),
+                display_name: "Administrateur de la démo".into(),
+                role: Role::Administrator,
+                scope: ScopeGrant::everywhere(),
+                password: None,
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot create the demo administrator: {e}"))?;
+        format!(
+            "user admin, password {} (shown this once)",
+            password.unwrap_or_default()
+        )
+    } else {
+        "user admin (password printed at the first run; `vigie admin reset-password admin` with VIGIE_STORE_URL sets a new one)".into()
+    };
+    let expires_at = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_hours(24))
+        .ok();
+    let issued = security
+        .issue_credential(
+            NewCredential {
+                kind: CredentialKind::ServiceToken,
+                name: "demo run".into(),
+                role: Role::Administrator,
+                scope: ScopeGrant::everywhere(),
+                requests_per_minute: None,
+                expires_at,
+            },
+            "vigie demo",
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot issue the demo token: {e}"))?;
+    Ok(DemoAccess {
+        login,
+        token: issued.token,
+    })
+}
+
 pub async fn run(args: DemoArgs, stop: CancellationToken) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let mut config = Config::default();
@@ -109,6 +171,7 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> anyhow::Result<()> 
         running.upsert(city.entities().collect()).await?;
     }
 
+    let access = demo_access(&running).await?;
     let a_light = city
         .entity_id(EquipmentKind::Streetlight, 0)
         .map_or_else(String::new, |id| id.to_string());
@@ -129,15 +192,19 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> anyhow::Result<()> 
     let http = running.http_addr;
     println!(
         "\nVigie demo: a simulated Dijon Métropole ({} entities) is live after {:.1} s.\n\
-         \n  Entities   http://{http}/ngsi-ld/v1/entities?type=Streetlight&limit=5\
-         \n  One light  http://{http}/ngsi-ld/v1/entities/{a_light}\
-         \n  Vehicles   http://{http}/ngsi-ld/v1/entities?type=Vehicle&options=keyValues&attrs=location,speed\
-         \n  Health     http://{http}/health        Metrics http://{http}/metrics\
+         \n  Log in     http://{http}/auth/login  {}\
+         \n  Token      export VIGIE_TOKEN={}   (administrator, this run only)\
+         \n  Entities   curl -H \"Authorization: Bearer $VIGIE_TOKEN\" 'http://{http}/ngsi-ld/v1/entities?type=Streetlight&limit=5'\
+         \n  One light  curl -H \"Authorization: Bearer $VIGIE_TOKEN\" http://{http}/ngsi-ld/v1/entities/{a_light}\
+         \n  Vehicles   curl -H \"Authorization: Bearer $VIGIE_TOKEN\" 'http://{http}/ngsi-ld/v1/entities?type=Vehicle&options=keyValues&attrs=location,speed'\
+         \n  Health     http://{http}/health\
          \n  MQTT       mqtt://{mqtt} (embedded broker; plain, for localhost)\
-         \n  Fault      curl -X POST http://{http}/api/v1/demo/faults -H 'content-type: application/json' -d '{{\"fault\":\"cabinet-power-cut\"}}'\
+         \n  Fault      curl -X POST http://{http}/api/v1/demo/faults -H \"Authorization: Bearer $VIGIE_TOKEN\" -H 'content-type: application/json' -d '{{\"fault\":\"cabinet-power-cut\"}}'\
          \n\nData in {}. Ctrl-C stops cleanly.\n",
         running.twin.len(),
         started.elapsed().as_secs_f64(),
+        access.login,
+        access.token,
         args.data.display(),
     );
 

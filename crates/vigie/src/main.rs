@@ -1,5 +1,6 @@
 //! `vigie`: the urban hypervisor's one binary.
 
+mod admin;
 mod bench;
 mod demo;
 mod simulate;
@@ -34,6 +35,8 @@ enum Command {
     /// Measure ingest, burst, read and query performance on this machine
     /// (prints a Markdown report for BENCHMARKS.md).
     Bench(bench::BenchArgs),
+    /// Accounts and tokens from the command line (first administrator, recovery).
+    Admin(admin::AdminArgs),
     /// Print every setting with its documentation and current value.
     Config {
         #[arg(long)]
@@ -104,6 +107,7 @@ async fn main() -> std::process::ExitCode {
         Command::Serve { config } => serve(config).await,
         Command::Simulate(args) => simulate::run(args, shutdown_signal()).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Admin(args) => admin::run(args).await,
         Command::Config { config } => Config::load(config.as_deref(), std::env::vars())
             .map(|c| print!("{}", c.describe()))
             .map_err(Into::into),

@@ -4,6 +4,7 @@
 //! reads by id, geo and `q` queries over a million entities, and the resident
 //! memory those entities take. It prints a Markdown report for BENCHMARKS.md.
 
+mod auth;
 mod ingest;
 mod reads;
 
@@ -47,6 +48,7 @@ enum Scenario {
     Burst,
     Reads,
     Query,
+    Auth,
 }
 
 /// A figure for the report: what, the measured value, and the target if any.
@@ -116,6 +118,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if wants(Scenario::Query) {
         reads::queries(&args, &data, &mut report).await?;
     }
+    if wants(Scenario::Auth) {
+        auth::cost(&args, &data, &mut report).await?;
+        auth::logins(&data, &mut report).await?;
+    }
     println!("\n{}", report.markdown(&machine));
     Ok(())
 }
@@ -123,6 +129,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 /// A Vigie with its store under `data/name`, the embedded broker and HTTP on
 /// free localhost ports.
 async fn start_vigie(data: &Path, name: &str) -> anyhow::Result<Running> {
+    start_vigie_with(data, name, |_| {}).await
+}
+
+/// Starts a fresh Vigie in `data/name`, its configuration adjusted by `adjust`.
+async fn start_vigie_with(data: &Path, name: &str, adjust: impl FnOnce(&mut Config)) -> anyhow::Result<Running> {
     let dir = data.join(name);
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
@@ -131,11 +142,32 @@ async fn start_vigie(data: &Path, name: &str) -> anyhow::Result<Running> {
     let mut config = Config::load(None, std::env::vars())?;
     config.store.url = format!("sqlite://{}", dir.join("vigie.db").display());
     config.mqtt.embedded_listen = "127.0.0.1:0".parse()?;
+    adjust(&mut config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     vigie_server::start(config, listener, axum::Router::new()).await
 }
 
 /// Waits until `done` holds, polling; false when `timeout` passed first.
+/// An HTTP client for `running`, with keep-alive for `connections` and a
+/// service token: an administrator's everywhere, or the given role and grant.
+async fn authorized_client(
+    running: &Running,
+    connections: usize,
+    access: Option<(vigie_core::Role, vigie_core::ScopeGrant)>,
+) -> anyhow::Result<reqwest::Client> {
+    let (role, grant) = access.unwrap_or((vigie_core::Role::Administrator, vigie_core::ScopeGrant::everywhere()));
+    let token = running.issue_service_token("vigie bench", role, grant).await?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))?,
+    );
+    Ok(reqwest::Client::builder()
+        .pool_max_idle_per_host(connections.max(1))
+        .default_headers(headers)
+        .build()?)
+}
+
 async fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + timeout;
     while tokio::time::Instant::now() < deadline {

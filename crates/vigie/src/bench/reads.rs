@@ -12,7 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use vigie_core::{Attribute, Entity, EntityId};
 use vigie_sim::{City, CityConfig, EquipmentKind};
 
-use super::{BenchArgs, Report, quantile, resident_bytes, start_vigie, thousands};
+use super::{BenchArgs, Report, authorized_client, quantile, resident_bytes, start_vigie, thousands};
 
 /// GET /ngsi-ld/v1/entities/{id} from `args.connections` keep-alive connections.
 pub async fn by_id(args: &BenchArgs, data: &Path, report: &mut Report) -> anyhow::Result<()> {
@@ -27,17 +27,41 @@ pub async fn by_id(args: &BenchArgs, data: &Path, report: &mut Report) -> anyhow
             .map(|id| format!("http://{}/ngsi-ld/v1/entities/{id}", running.http_addr))
             .collect(),
     );
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.connections)
-        .build()?;
+    let client = authorized_client(&running, args.connections, None).await?;
+    let (per_second, failures) = throughput(&client, &urls, args.connections, Duration::from_secs(2), 10).await;
+    running.shutdown().await;
+    report.add(
+        format!(
+            "GET entity by id, {} connections, median of 1 s samples",
+            args.connections
+        ),
+        format!("{} req/s", thousands(quantile(&per_second, 0.5))),
+        "≥ 20,000 req/s",
+    );
+    if failures > 0 {
+        report.note(format!("GET by id: {failures} requests failed"));
+    }
+    Ok(())
+}
+
+/// Requests per second, one sample per second after `warmup`, sorted, of
+/// GETs cycling through `urls` from `connections` keep-alive connections;
+/// and how many requests failed.
+pub async fn throughput(
+    client: &reqwest::Client,
+    urls: &Arc<Vec<String>>,
+    connections: usize,
+    warmup: Duration,
+    samples: usize,
+) -> (Vec<f64>, u64) {
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
-    for c in 0..args.connections.max(1) {
+    for c in 0..connections.max(1) {
         let (client, urls, done, failed, stop) = (
             client.clone(),
-            Arc::clone(&urls),
+            Arc::clone(urls),
             Arc::clone(&done),
             Arc::clone(&failed),
             Arc::clone(&stop),
@@ -54,10 +78,10 @@ pub async fn by_id(args: &BenchArgs, data: &Path, report: &mut Report) -> anyhow
             }
         }));
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut per_second = Vec::new();
+    tokio::time::sleep(warmup).await;
+    let mut per_second = Vec::with_capacity(samples);
     let mut last = done.load(Ordering::Relaxed);
-    for _ in 0..10 {
+    for _ in 0..samples {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let now = done.load(Ordering::Relaxed);
         per_second.push((now - last) as f64);
@@ -67,21 +91,8 @@ pub async fn by_id(args: &BenchArgs, data: &Path, report: &mut Report) -> anyhow
     for t in tasks {
         let _ = t.await;
     }
-    running.shutdown().await;
     per_second.sort_by(f64::total_cmp);
-    report.add(
-        format!(
-            "GET entity by id, {} connections, median of 1 s samples",
-            args.connections
-        ),
-        format!("{} req/s", thousands(quantile(&per_second, 0.5))),
-        "≥ 20,000 req/s",
-    );
-    let failures = failed.load(Ordering::Relaxed);
-    if failures > 0 {
-        report.note(format!("GET by id: {failures} requests failed"));
-    }
-    Ok(())
+    (per_second, failed.load(Ordering::Relaxed))
 }
 
 /// Attributes the copied lights keep (what the queries read, and a light's
@@ -216,7 +227,7 @@ pub async fn queries(args: &BenchArgs, data: &Path, report: &mut Report) -> anyh
         COPIED_ATTRIBUTES.join(", ")
     ));
 
-    let client = reqwest::Client::new();
+    let client = authorized_client(&running, 1, None).await?;
     let base = format!("http://{}/ngsi-ld/v1/entities", running.http_addr);
     let pick = |i: usize| points[(i * 7_919) % points.len().max(1)];
     anyhow::ensure!(!points.is_empty(), "no located entities");
