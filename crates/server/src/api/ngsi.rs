@@ -417,7 +417,10 @@ async fn run_batch(s: &AppState, caller: &Caller, kind: BatchKind, body: &Value)
         s.security.sees(caller, e.scope.as_ref()) && now.is_none_or(|n| s.security.sees(caller, n.scope.as_ref()))
     });
     for e in refused {
-        let denied = ApiError::Forbidden(format!("entity {} is outside the caller's scope", e.id));
+        let denied = ApiError::Forbidden(format!(
+            "entity {} is outside what the caller may change (its scope, or personal data)",
+            e.id
+        ));
         errors.push(json!({"entityId": e.id.to_string(), "error": denied.problem()}));
     }
     let outcome = if entities.is_empty() {
