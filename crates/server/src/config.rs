@@ -462,6 +462,16 @@ mod tests {
     }
 
     #[test]
+    fn the_reference_documents_every_default() {
+        let doc = include_str!("../../../docs/configuration.md");
+        let defaults = Config::default().describe();
+        assert!(
+            doc.contains(defaults.trim()),
+            "docs/configuration.md is out of date: paste `vigie config` into it:\n{defaults}"
+        );
+    }
+
+    #[test]
     fn mistakes_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vigie.toml");
