@@ -1,13 +1,14 @@
 //! Every API failure, mapped once to an NGSI-LD ProblemDetails response.
 
-use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::ingest::WriteError;
 
-const ERROR_BASE: &str = "https://uri.etsi.org/ngsi-ld/errors/";
+pub(crate) const ERROR_BASE: &str = "https://uri.etsi.org/ngsi-ld/errors/";
+/// The media type of every error body (RFC 9457).
+pub const PROBLEM_JSON: &str = "application/problem+json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -75,7 +76,12 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(error = %self, "request refused");
         }
-        (status, Json(self.problem())).into_response()
+        (
+            status,
+            [(header::CONTENT_TYPE, PROBLEM_JSON)],
+            self.problem().to_string(),
+        )
+            .into_response()
     }
 }
 
