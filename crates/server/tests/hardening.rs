@@ -272,3 +272,24 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
     assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"), "{buf:?}");
     s.shutdown().await;
 }
+
+#[tokio::test]
+async fn oversized_request_heads_are_refused() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let s = start(config(&data), Router::new()).await;
+    let big = "a".repeat(70 * 1024);
+    let res = http_raw(
+        s.http_addr,
+        &format!("GET /health HTTP/1.1\r\nHost: localhost\r\nX-Big: {big}\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(res.status, 431, "{res:?}");
+    let many: String = (0..120).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let res = http_raw(
+        s.http_addr,
+        &format!("GET /health HTTP/1.1\r\nHost: localhost\r\n{many}Connection: close\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(res.status, 431, "{res:?}");
+    s.shutdown().await;
+}

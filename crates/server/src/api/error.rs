@@ -100,3 +100,19 @@ impl From<vigie_store::StoreError> for ApiError {
         Self::Internal(e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_details_never_reach_the_client() {
+        let e =
+            ApiError::Internal("error returned from database: UPDATE entities SET x = 1 (/var/lib/vigie.db)".into());
+        let body = e.problem().to_string();
+        assert!(!body.contains("UPDATE") && !body.contains("/var/lib"), "{body}");
+        let res = e.into_response();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(res.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+    }
+}
