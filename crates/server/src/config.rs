@@ -198,7 +198,7 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         key: "http.header_timeout_secs",
-        doc: "Time a client has to complete the TLS handshake, then to send each request's headers (also how long an idle keep-alive connection stays open); slower clients are disconnected.",
+        doc: "Seconds a client has for the TLS handshake, then for each request's headers (and an idle keep-alive connection); slower clients are disconnected.",
     },
     Setting {
         key: "http.max_connections",
