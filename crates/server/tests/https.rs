@@ -205,3 +205,34 @@ async fn shutdown_does_not_wait_for_idle_or_half_open_connections() {
         .expect("shutdown within 5 s despite open connections");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn sighup_reloads_at_once() {
+    let pki = Pki::new();
+    let first = pki.leaf("vigie-1");
+    let data = tempfile::tempdir().expect("tempdir");
+    let (mut config, files) = tls_config(data.path(), &first);
+    // No periodic check: only the signal can reload.
+    config.tls.reload_interval_secs = 0;
+    let s = TestServer::start_with(config, data).await;
+    let addr = s.running.http_addr;
+    assert_eq!(served_certificate(addr, pki.client()).await, first.der);
+
+    let second = pki.leaf("vigie-2");
+    install(&second, &files.cert, &files.key);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(served_certificate(addr, pki.client()).await, first.der);
+
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &std::process::id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while served_certificate(addr, pki.client()).await != second.der {
+        assert!(Instant::now() < deadline, "SIGHUP did not reload the certificate");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.running.shutdown().await;
+}
