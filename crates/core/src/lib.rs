@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod attributes;
+pub mod audit;
 pub mod decode;
 pub mod device;
 pub mod entity;
