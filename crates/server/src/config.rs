@@ -29,6 +29,7 @@ pub struct Config {
     pub history: HistoryConfig,
     pub api: ApiConfig,
     pub tls: TlsConfig,
+    pub audit: AuditConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,6 +80,13 @@ pub struct HistoryConfig {
 pub struct ApiConfig {
     pub default_page_size: usize,
     pub max_page_size: usize,
+}
+
+/// The audit trail (docs/security.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    pub anchor_file: String,
 }
 
 /// Certificate files shared by HTTPS and MQTTS. Empty paths: plain HTTP and MQTT.
@@ -275,6 +283,10 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         key: "tls.reload_interval_secs",
         doc: "How often the certificate files are checked for change and reloaded without restart.",
+    },
+    Setting {
+        key: "audit.anchor_file",
+        doc: "Where the audit trail's head (last seq and hash) is kept, outside the database; empty: the SQLite file's path + .audit-head.",
     },
 ];
 

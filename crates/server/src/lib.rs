@@ -2,6 +2,7 @@
 //! [`Config`] on listeners the caller binds, and stopped cleanly on demand.
 
 pub mod api;
+pub mod audit;
 pub mod config;
 pub mod ingest;
 pub mod metrics;
@@ -25,6 +26,7 @@ use vigie_store_sqlite::{Durability, SqliteStore};
 pub use config::Config;
 
 use crate::api::AppState;
+use crate::audit::Audit;
 use crate::ingest::mqtt::{Consumer, ConsumerOptions, parse_broker_url};
 use crate::ingest::{DeviceRegistry, IngestHandle, Writer};
 use crate::metrics::Metrics;
@@ -75,6 +77,7 @@ pub struct Running {
     pub store: Arc<dyn Store>,
     pub registry: Arc<DeviceRegistry>,
     pub metrics: Arc<Metrics>,
+    pub audit: Arc<Audit>,
     config: Arc<Config>,
     ingest: IngestHandle,
     stop: CancellationToken,
@@ -91,6 +94,14 @@ pub struct Running {
 pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> anyhow::Result<Running> {
     let config = Arc::new(config);
     let store = open_store(&config.store).await?;
+    let audit = Arc::new(Audit::open(Arc::clone(&store), audit::anchor_path(&config)).await?);
+    audit
+        .record_system(
+            "system.start",
+            Some(format!("Vigie {} started", env!("CARGO_PKG_VERSION"))),
+            None,
+        )
+        .await?;
     let twin = Arc::new(load_twin(store.as_ref()).await?);
     tracing::info!(entities = twin.len(), "twin loaded");
 
@@ -174,7 +185,12 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
         tokio::spawn(consumer.run(stop, done))
     });
 
-    let retention = tokio::spawn(retention::run(Arc::clone(&store), config.history.clone(), stop.clone()));
+    let retention = tokio::spawn(retention::run(
+        Arc::clone(&store),
+        Arc::clone(&audit),
+        config.history.clone(),
+        stop.clone(),
+    ));
 
     let state = AppState {
         config: Arc::clone(&config),
@@ -183,6 +199,7 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
         registry: Arc::clone(&registry),
         store: Arc::clone(&store),
         metrics: Arc::clone(&metrics),
+        audit: Arc::clone(&audit),
     };
     let http_addr = http.local_addr()?;
     let app = api::router(state).merge(extra);
@@ -205,6 +222,7 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
         store,
         registry,
         metrics,
+        audit,
         ingest: IngestHandle::new(tx),
         stop,
         http,

@@ -9,6 +9,7 @@ use serde_json::json;
 use vigie_core::device::Provisioning;
 
 use super::{ApiError, AppState, JsonBody, Params};
+use crate::security::Caller;
 
 /// Most devices one provisioning request may carry.
 const MAX_DEVICES_PER_REQUEST: usize = 10_000;
@@ -20,7 +21,11 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Provisions devices: all are validated first, so a bad one provisions none.
-async fn provision(State(s): State<AppState>, JsonBody(body): JsonBody) -> Result<impl IntoResponse, ApiError> {
+async fn provision(
+    State(s): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> Result<impl IntoResponse, ApiError> {
     let doc: Provisioning = serde_json::from_value(body)
         .map_err(|e| ApiError::BadRequestData(format!("not an IoT Agent provisioning document: {e}")))?;
     if doc.devices.len() > MAX_DEVICES_PER_REQUEST {
@@ -34,7 +39,11 @@ async fn provision(State(s): State<AppState>, JsonBody(body): JsonBody) -> Resul
         .into_iter()
         .map(|d| d.validate().map_err(|e| ApiError::BadRequestData(e.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
-    s.store.put_devices(&devices).await?;
+    let result = s.store.put_devices(&devices).await;
+    s.audit
+        .devices_provisioned(&caller, &s.registry, &devices, &result)
+        .await?;
+    result?;
     for d in devices {
         s.registry.insert(d);
     }
@@ -55,8 +64,17 @@ async fn show(State(s): State<AppState>, Path(device_id): Path<String>) -> Resul
         .ok_or_else(|| ApiError::NotFound(format!("no device '{device_id}'")))
 }
 
-async fn remove(State(s): State<AppState>, Path(device_id): Path<String>) -> Result<impl IntoResponse, ApiError> {
-    if !s.store.delete_device(&device_id).await? {
+async fn remove(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(device_id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let before = s.registry.get(&device_id);
+    let result = s.store.delete_device(&device_id).await;
+    s.audit
+        .device_deleted(&caller, &device_id, before.as_deref(), &result)
+        .await?;
+    if !result? {
         return Err(ApiError::NotFound(format!("no device '{device_id}'")));
     }
     s.registry.remove(&device_id);

@@ -1,6 +1,7 @@
 //! Vigie's HTTP APIs: NGSI-LD (`/ngsi-ld/v1`), device provisioning (`/iot`),
 //! Vigie's own REST API (`/api/v1`) and operations (`/health`, `/metrics`).
 
+mod audit;
 mod devices;
 pub mod error;
 mod ngsi;
@@ -37,6 +38,7 @@ pub struct AppState {
     pub registry: Arc<DeviceRegistry>,
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
+    pub audit: Arc<crate::audit::Audit>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -45,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ngsi::routes())
         .merge(devices::routes())
         .merge(ops::routes())
+        .merge(audit::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::security::authenticate,

@@ -16,6 +16,7 @@ use vigie_core::{Attribute, Entity, EntityId};
 
 use super::{ApiError, AppState, JsonBody, Params};
 use crate::ingest::{BatchKind, WriteOp, WriteOutcome};
+use crate::security::Caller;
 use crate::twin::Candidates;
 
 /// The NGSI-LD core context.
@@ -271,10 +272,18 @@ fn parse_attributes(v: &Value) -> Result<BTreeMap<String, Attribute>, ApiError> 
         .map_err(ApiError::BadRequestData)
 }
 
-async fn create_entity(State(s): State<AppState>, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
+async fn create_entity(
+    State(s): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
     let entity = parse_entity(&body)?;
-    let location = format!("/ngsi-ld/v1/entities/{}", entity.id);
-    s.ingest.write(WriteOp::Create(entity)).await?;
+    let (id, location) = (entity.id.clone(), format!("/ngsi-ld/v1/entities/{}", entity.id));
+    let result = s.ingest.write(WriteOp::Create(entity)).await;
+    s.audit
+        .entity_write(&s.twin, &caller, "entity.create", &id, None, &result)
+        .await?;
+    result?;
     let mut res = StatusCode::CREATED.into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {
         res.headers_mut().insert(header::LOCATION, v);
@@ -282,8 +291,17 @@ async fn create_entity(State(s): State<AppState>, JsonBody(body): JsonBody) -> R
     Ok(res)
 }
 
-async fn delete_entity(State(s): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    s.ingest.write(WriteOp::Delete(entity_id(&id)?)).await?;
+async fn delete_entity(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let (id, before) = entity_and_state(&s, &id)?;
+    let result = s.ingest.write(WriteOp::Delete(id.clone())).await;
+    s.audit
+        .entity_write(&s.twin, &caller, "entity.delete", &id, before, &result)
+        .await?;
+    result?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -306,28 +324,47 @@ fn partial_or_done(outcome: WriteOutcome) -> Response {
 
 async fn append_attributes(
     State(s): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     params: Params,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
+    let (id, before) = entity_and_state(&s, &id)?;
     let op = WriteOp::Append {
-        id: entity_id(&id)?,
+        id: id.clone(),
         attributes: parse_attributes(&body)?,
         overwrite: !params.has_option("noOverwrite"),
     };
-    Ok(partial_or_done(s.ingest.write(op).await?))
+    let result = s.ingest.write(op).await;
+    s.audit
+        .entity_write(&s.twin, &caller, "entity.append", &id, before, &result)
+        .await?;
+    Ok(partial_or_done(result?))
 }
 
 async fn update_attributes(
     State(s): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
+    let (id, before) = entity_and_state(&s, &id)?;
     let op = WriteOp::Update {
-        id: entity_id(&id)?,
+        id: id.clone(),
         attributes: parse_attributes(&body)?,
     };
-    Ok(partial_or_done(s.ingest.write(op).await?))
+    let result = s.ingest.write(op).await;
+    s.audit
+        .entity_write(&s.twin, &caller, "entity.update", &id, before, &result)
+        .await?;
+    Ok(partial_or_done(result?))
+}
+
+/// The entity id of a path, and the entity's state before a write (for the audit trail).
+fn entity_and_state(s: &AppState, raw: &str) -> Result<(EntityId, Option<std::sync::Arc<Entity>>), ApiError> {
+    let id = entity_id(raw)?;
+    let before = s.twin.get(id.as_str());
+    Ok((id, before))
 }
 
 /// Parses a batch body; entities that do not parse are reported, not fatal.
@@ -357,13 +394,15 @@ fn parse_batch(body: &Value) -> Result<(Vec<Entity>, Vec<Value>), ApiError> {
 
 /// 201 with the created ids when all were created, 204 when all succeeded
 /// (some updated), 207 with a BatchOperationResult when any failed.
-async fn run_batch(s: &AppState, kind: BatchKind, body: &Value) -> Result<Response, ApiError> {
+async fn run_batch(s: &AppState, caller: &Caller, kind: BatchKind, body: &Value) -> Result<Response, ApiError> {
     let (entities, mut errors) = parse_batch(body)?;
     let outcome = if entities.is_empty() {
-        WriteOutcome::Batch(vec![])
+        Ok(WriteOutcome::Batch(vec![]))
     } else {
-        s.ingest.write(WriteOp::Batch { kind, entities }).await?
+        s.ingest.write(WriteOp::Batch { kind, entities }).await
     };
+    s.audit.batch_write(caller, kind, &outcome, errors.len()).await?;
+    let outcome = outcome?;
     let WriteOutcome::Batch(results) = outcome else {
         return Err(ApiError::Internal(
             "a batch write answered with a non-batch outcome".into(),
@@ -393,12 +432,17 @@ async fn run_batch(s: &AppState, kind: BatchKind, body: &Value) -> Result<Respon
     })
 }
 
-async fn batch_create(State(s): State<AppState>, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
-    run_batch(&s, BatchKind::Create, &body).await
+async fn batch_create(
+    State(s): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    run_batch(&s, &caller, BatchKind::Create, &body).await
 }
 
 async fn batch_upsert(
     State(s): State<AppState>,
+    caller: Caller,
     params: Params,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
@@ -407,5 +451,5 @@ async fn batch_upsert(
     } else {
         BatchKind::UpsertReplace
     };
-    run_batch(&s, kind, &body).await
+    run_batch(&s, &caller, kind, &body).await
 }
