@@ -1,5 +1,6 @@
 //! `vigie`: the urban hypervisor's one binary.
 
+mod audit;
 mod bench;
 mod demo;
 mod simulate;
@@ -34,6 +35,9 @@ enum Command {
     /// Measure ingest, burst, read and query performance on this machine
     /// (prints a Markdown report for BENCHMARKS.md).
     Bench(bench::BenchArgs),
+    /// Verify or export the audit trail (`vigie audit verify --config vigie.toml`).
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Print every setting with its documentation and current value.
     Config {
         #[arg(long)]
@@ -100,6 +104,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
+        Command::Audit(command) => return audit::run(command).await,
         Command::Demo(args) => demo::run(args, shutdown_signal()).await,
         Command::Serve { config } => serve(config).await,
         Command::Simulate(args) => simulate::run(args, shutdown_signal()).await,
