@@ -21,7 +21,7 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 use vigie_core::access::{Action, Credential, Denied, Principal};
 use vigie_core::audit::{AuditEvent, AuditRecord, Head, Outcome, Problem, Verified, Verifier};
-use vigie_core::{Device, Entity, EntityId, Timestamp};
+use vigie_core::{Device, Entity, EntityId, Scope, Timestamp};
 use vigie_store::{Store, StoreError};
 
 use crate::api::ApiError;
@@ -299,6 +299,21 @@ impl Audit {
         target: Option<&str>,
     ) -> Result<(), ApiError> {
         match caller.check(action) {
+            Ok(()) => Ok(()),
+            Err(denied) => Err(self.denied(caller, verb, target, &denied).await),
+        }
+    }
+
+    /// Like [`Audit::check`], for an action on something in `scope` (the grant must cover it).
+    pub async fn check_in(
+        &self,
+        caller: &Caller,
+        action: Action,
+        scope: Option<&Scope>,
+        verb: &str,
+        target: Option<&str>,
+    ) -> Result<(), ApiError> {
+        match caller.check_in(action, scope) {
             Ok(()) => Ok(()),
             Err(denied) => Err(self.denied(caller, verb, target, &denied).await),
         }

@@ -205,8 +205,40 @@ async fn refusals_are_recorded_with_their_reason() {
         .unwrap_err();
     assert!(err.to_string().contains("grant"), "{err}");
 
+    let tech = Caller {
+        principal: Principal {
+            role: Role::FieldTechnician,
+            ..auditor.principal.clone()
+        },
+        ..auditor.clone()
+    };
+    let talant = vigie_core::Scope::from_ngsi("/talant/lighting").unwrap();
+    let err = audit
+        .check_in(
+            &tech,
+            Action::WriteEntities,
+            Some(&talant),
+            "entity.update",
+            Some("urn:x:2"),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("/talant/lighting"), "{err}");
+    let dijon = vigie_core::Scope::from_ngsi("/dijon/lighting").unwrap();
+    audit
+        .check_in(
+            &tech,
+            Action::WriteEntities,
+            Some(&dijon),
+            "entity.update",
+            Some("urn:x:3"),
+        )
+        .await
+        .expect("in scope");
+
     let denied = records(&s, "outcome=denied").await;
-    assert_eq!(denied.len(), 2);
+    assert_eq!(denied.len(), 3);
+    assert_eq!(denied[2]["target"], "urn:x:2");
     assert_eq!(denied[0]["actor"], "dana");
     assert_eq!(denied[0]["role"], "auditor");
     assert_eq!(denied[0]["credential"], "session");
