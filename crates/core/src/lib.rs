@@ -5,6 +5,7 @@
 pub mod access;
 pub mod account;
 pub mod attributes;
+pub mod audit;
 pub mod decode;
 pub mod device;
 pub mod entity;

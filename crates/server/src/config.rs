@@ -30,6 +30,7 @@ pub struct Config {
     pub api: ApiConfig,
     pub tls: TlsConfig,
     pub security: SecurityConfig,
+    pub audit: AuditConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,6 +115,13 @@ impl Default for SecurityConfig {
             personal_data_business_lines: vec!["cctv".into()],
         }
     }
+}
+
+/// The audit trail (docs/security.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    pub anchor_file: String,
 }
 
 /// Certificate files shared by HTTPS and MQTTS. Empty paths: plain HTTP and MQTT.
@@ -356,6 +364,10 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         key: "security.personal_data_business_lines",
         doc: "Business lines whose entities are personal data: only roles allowed personal data see them, and each read is audited.",
+    },
+    Setting {
+        key: "audit.anchor_file",
+        doc: "Where the audit trail's head (last seq and hash) is kept, outside the database; empty: the SQLite file's path + .audit-head.",
     },
 ];
 

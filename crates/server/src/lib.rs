@@ -2,6 +2,7 @@
 //! [`Config`] on listeners the caller binds, and stopped cleanly on demand.
 
 pub mod api;
+pub mod audit;
 pub mod config;
 mod http;
 pub mod ingest;
@@ -27,6 +28,7 @@ use vigie_store_sqlite::{Durability, SqliteStore};
 pub use config::Config;
 
 use crate::api::AppState;
+use crate::audit::Audit;
 use crate::ingest::mqtt::{Consumer, ConsumerOptions, parse_broker_url};
 use crate::ingest::{DeviceRegistry, IngestHandle, Writer};
 use crate::metrics::Metrics;
@@ -78,6 +80,7 @@ pub struct Running {
     pub registry: Arc<DeviceRegistry>,
     pub metrics: Arc<Metrics>,
     pub security: Arc<security::Security>,
+    pub audit: Arc<Audit>,
     config: Arc<Config>,
     ingest: IngestHandle,
     stop: CancellationToken,
@@ -105,6 +108,14 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
         None => None,
     };
     let store = open_store(&config.store).await?;
+    let audit = Arc::new(Audit::open(Arc::clone(&store), audit::anchor_path(&config)).await?);
+    audit
+        .record_system(
+            "system.start",
+            Some(format!("Vigie {} started", env!("CARGO_PKG_VERSION"))),
+            None,
+        )
+        .await?;
     let twin = Arc::new(load_twin(store.as_ref()).await?);
     tracing::info!(entities = twin.len(), "twin loaded");
 
@@ -188,7 +199,12 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
         tokio::spawn(consumer.run(stop, done))
     });
 
-    let retention = tokio::spawn(retention::run(Arc::clone(&store), config.history.clone(), stop.clone()));
+    let retention = tokio::spawn(retention::run(
+        Arc::clone(&store),
+        Arc::clone(&audit),
+        config.history.clone(),
+        stop.clone(),
+    ));
 
     let security = security::Security::load(config.security.clone(), Arc::clone(&store), config.tls.enabled())
         .await
@@ -206,6 +222,7 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
         store: Arc::clone(&store),
         metrics: Arc::clone(&metrics),
         security: Arc::clone(&security),
+        audit: Arc::clone(&audit),
     };
     let http_addr = http.local_addr()?;
     let app = api::hardening::harden(api::router(state, extra), tls.is_some(), &config.http);
@@ -229,6 +246,7 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
         store,
         registry,
         metrics,
+        audit,
         ingest: IngestHandle::new(tx),
         stop,
         http,

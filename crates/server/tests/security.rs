@@ -105,6 +105,7 @@ fn endpoint_classes() -> Vec<(Action, &'static str, &'static str, Value)> {
         ),
         (Action::ReadOperations, "GET", "/api/v1/dead-letters", Value::Null),
         (Action::ReadOperations, "GET", "/metrics", Value::Null),
+        (Action::ReadAudit, "GET", "/api/v1/audit?limit=5", Value::Null),
         (Action::ReadAccounts, "GET", "/api/v1/users", Value::Null),
         (Action::ReadAccounts, "GET", "/api/v1/api-keys", Value::Null),
         (

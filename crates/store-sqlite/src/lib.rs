@@ -10,11 +10,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
+use sqlx::sqlite::SqliteRow;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use vigie_core::account::{Account, ApiCredential, Session};
+use vigie_core::audit::{AuditEvent, AuditRecord};
 use vigie_core::{Device, Entity, EntityId, Timestamp};
-use vigie_store::{DeadLetter, HistoryPoint, HistoryQuery, Result, Retention, Store, StoreError, WriteBatch};
+use vigie_store::{
+    AuditQuery, DeadLetter, HistoryPoint, HistoryQuery, Result, Retention, Store, StoreError, WriteBatch,
+};
 
 /// Rows per multi-row INSERT: large enough to amortise statement overhead,
 /// small enough to stay far below SQLite's bound-parameter limit.
@@ -124,6 +128,99 @@ fn value_from_columns(num: Option<f64>, txt: Option<String>, json: Option<String
         (_, Some(s), _) => Ok(Value::String(s)),
         (_, _, Some(j)) => serde_json::from_str(&j).map_err(|e| corrupt("history value", e)),
         _ => Err(corrupt("history value", "no column holds the value")),
+    }
+}
+
+/// Rows per audit INSERT (14 columns each).
+const AUDIT_ROWS_PER_STATEMENT: usize = 128;
+
+/// The audit columns, in the order [`audit_row`] reads them.
+macro_rules! audit_columns {
+    () => {
+        "seq, at, actor, role, credential, source, action, target, outcome, detail, before, after, prev_hash, hash"
+    };
+}
+const AUDIT_COLUMNS: &str = audit_columns!();
+
+fn seq_param(seq: u64) -> Result<i64> {
+    i64::try_from(seq).map_err(|_| StoreError::AuditConflict(format!("sequence number {seq} is out of range")))
+}
+
+/// Reads one audit row; anything that does not decode (a manual edit) names the record.
+fn audit_row(r: &SqliteRow) -> Result<AuditRecord> {
+    let raw_seq: i64 = r.try_get(0).map_err(engine)?;
+    let seq = u64::try_from(raw_seq).map_err(|_| StoreError::CorruptAudit {
+        seq: 0,
+        reason: format!("negative sequence number {raw_seq}"),
+    })?;
+    let bad = |what: &str, e: &dyn std::fmt::Display| StoreError::CorruptAudit {
+        seq,
+        reason: format!("{what}: {e}"),
+    };
+    let json = |what: &str, text: Option<String>| -> Result<Option<Value>> {
+        text.map(|t| serde_json::from_str(&t).map_err(|e| bad(what, &e)))
+            .transpose()
+    };
+    let at: i64 = r.try_get(1).map_err(|e| bad("at", &e))?;
+    let role: Option<String> = r.try_get(3).map_err(|e| bad("role", &e))?;
+    let outcome: String = r.try_get(8).map_err(|e| bad("outcome", &e))?;
+    Ok(AuditRecord {
+        seq,
+        event: AuditEvent {
+            at: Timestamp::from_microsecond(at).map_err(|e| bad("at", &e))?,
+            actor: r.try_get(2).map_err(|e| bad("actor", &e))?,
+            role: role.map(|x| x.parse().map_err(|e| bad("role", &e))).transpose()?,
+            credential: r.try_get(4).map_err(|e| bad("credential", &e))?,
+            source: r.try_get(5).map_err(|e| bad("source", &e))?,
+            action: r.try_get(6).map_err(|e| bad("action", &e))?,
+            target: r.try_get(7).map_err(|e| bad("target", &e))?,
+            outcome: outcome.parse().map_err(|e| bad("outcome", &e))?,
+            detail: r.try_get(9).map_err(|e| bad("detail", &e))?,
+            before: json("before", r.try_get(10).map_err(|e| bad("before", &e))?)?,
+            after: json("after", r.try_get(11).map_err(|e| bad("after", &e))?)?,
+        },
+        prev_hash: r.try_get(12).map_err(|e| bad("prev_hash", &e))?,
+        hash: r.try_get(13).map_err(|e| bad("hash", &e))?,
+    })
+}
+
+/// ` WHERE ...` for an audit query's filters.
+fn push_audit_filters(qb: &mut QueryBuilder<Sqlite>, q: &AuditQuery) {
+    qb.push(" WHERE 1 = 1");
+    if let Some(t) = q.from {
+        qb.push(" AND at >= ").push_bind(micros(t));
+    }
+    if let Some(t) = q.to {
+        qb.push(" AND at < ").push_bind(micros(t));
+    }
+    if let Some(a) = &q.actor {
+        qb.push(" AND actor = ").push_bind(a.clone());
+    }
+    match q.action.as_deref().map(|a| (a, a.strip_suffix('*'))) {
+        Some((_, Some(prefix))) => {
+            // substr, not LIKE: `%` and `_` in the filter stay literal.
+            qb.push(" AND substr(action, 1, ")
+                .push_bind(i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX))
+                .push(") = ")
+                .push_bind(prefix.to_owned());
+        }
+        Some((exact, None)) => {
+            qb.push(" AND action = ").push_bind(exact.to_owned());
+        }
+        None => {}
+    }
+    if let Some(prefix) = &q.target_prefix {
+        qb.push(" AND substr(target, 1, ")
+            .push_bind(i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX))
+            .push(") = ")
+            .push_bind(prefix.clone());
+    }
+    if let Some(o) = q.outcome {
+        qb.push(" AND outcome = ").push_bind(o.as_str());
+    }
+    if let Some(after) = q.after_seq {
+        qb.push(" AND seq > ")
+            .push_bind(i64::try_from(after).unwrap_or(i64::MAX));
     }
 }
 
@@ -575,5 +672,130 @@ impl Store for SqliteStore {
             .await
             .map_err(engine)?;
         Ok(r.rows_affected())
+    }
+
+    async fn audit_append(&self, records: &[AuditRecord]) -> Result<()> {
+        let Some(first) = records.first() else {
+            return Ok(());
+        };
+        if let Some(w) = records.windows(2).find(|w| w[1].seq != w[0].seq + 1) {
+            return Err(StoreError::AuditConflict(format!(
+                "record {} follows record {}: the records to append are not contiguous",
+                w[1].seq, w[0].seq
+            )));
+        }
+        // IMMEDIATE: this transaction reads the head and then writes. A deferred
+        // one would fail at once (SQLITE_BUSY, no busy wait) if the ingest
+        // writer committed between the read and the write.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(engine)?;
+        let last: Option<i64> = sqlx::query_scalar("SELECT max(seq) FROM audit")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(engine)?;
+        let last = last.unwrap_or(0);
+        if seq_param(first.seq)? != last + 1 {
+            return Err(StoreError::AuditConflict(format!(
+                "the trail ends at record {last}; cannot append record {}",
+                first.seq
+            )));
+        }
+        for chunk in records.chunks(AUDIT_ROWS_PER_STATEMENT) {
+            let rows = chunk
+                .iter()
+                .map(|r| {
+                    let json = |v: &Option<Value>| {
+                        v.as_ref()
+                            .map(serde_json::to_string)
+                            .transpose()
+                            .map_err(|e| corrupt(format!("audit record {}", r.seq), e))
+                    };
+                    Ok((seq_param(r.seq)?, json(&r.event.before)?, json(&r.event.after)?))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let mut qb = QueryBuilder::<Sqlite>::new(format!("INSERT INTO audit ({AUDIT_COLUMNS}) "));
+            qb.push_values(chunk.iter().zip(rows), |mut row, (r, (seq, before, after))| {
+                let e = &r.event;
+                row.push_bind(seq)
+                    .push_bind(micros(e.at))
+                    .push_bind(e.actor.clone())
+                    .push_bind(e.role.map(|x| x.as_str()))
+                    .push_bind(e.credential.clone())
+                    .push_bind(e.source.clone())
+                    .push_bind(e.action.clone())
+                    .push_bind(e.target.clone())
+                    .push_bind(e.outcome.as_str())
+                    .push_bind(e.detail.clone())
+                    .push_bind(before)
+                    .push_bind(after)
+                    .push_bind(r.prev_hash.clone())
+                    .push_bind(r.hash.clone());
+            });
+            qb.build().execute(&mut *tx).await.map_err(engine)?;
+        }
+        tx.commit().await.map_err(engine)
+    }
+
+    async fn audit_head(&self) -> Result<Option<AuditRecord>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            audit_columns!(),
+            " FROM audit ORDER BY seq DESC LIMIT 1"
+        ))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(engine)?;
+        row.as_ref().map(audit_row).transpose()
+    }
+
+    async fn audit_get(&self, seq: u64) -> Result<Option<AuditRecord>> {
+        let Ok(seq) = i64::try_from(seq) else {
+            return Ok(None);
+        };
+        let row = sqlx::query(concat!("SELECT ", audit_columns!(), " FROM audit WHERE seq = ?"))
+            .bind(seq)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(engine)?;
+        row.as_ref().map(audit_row).transpose()
+    }
+
+    async fn audit_after(&self, after_seq: u64, limit: usize) -> Result<Vec<AuditRecord>> {
+        let Ok(after) = i64::try_from(after_seq) else {
+            return Ok(Vec::new());
+        };
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            audit_columns!(),
+            " FROM audit WHERE seq > ? ORDER BY seq LIMIT ?"
+        ))
+        .bind(after)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(engine)?;
+        rows.iter().map(audit_row).collect()
+    }
+
+    async fn audit_query(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>> {
+        let mut qb = QueryBuilder::<Sqlite>::new(format!("SELECT {AUDIT_COLUMNS} FROM audit"));
+        push_audit_filters(&mut qb, q);
+        qb.push(if q.newest_first {
+            " ORDER BY seq DESC"
+        } else {
+            " ORDER BY seq"
+        });
+        qb.push(" LIMIT ")
+            .push_bind(i64::try_from(q.limit).unwrap_or(i64::MAX))
+            .push(" OFFSET ")
+            .push_bind(i64::try_from(q.offset).unwrap_or(i64::MAX));
+        let rows = qb.build().fetch_all(&self.pool).await.map_err(engine)?;
+        rows.iter().map(audit_row).collect()
+    }
+
+    async fn audit_count(&self, q: &AuditQuery) -> Result<u64> {
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT count(*) FROM audit");
+        push_audit_filters(&mut qb, q);
+        let n: i64 = qb.build_query_scalar().fetch_one(&self.pool).await.map_err(engine)?;
+        Ok(n.unsigned_abs())
     }
 }

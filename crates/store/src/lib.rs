@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use vigie_core::account::{Account, ApiCredential, Session};
+use vigie_core::audit::{AuditRecord, Outcome};
 use vigie_core::{Device, Entity, EntityId, Timestamp};
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +23,14 @@ pub enum StoreError {
     /// What was stored cannot be read back as Vigie's model (a bug or a manual edit).
     #[error("corrupt record {what}: {reason}")]
     Corrupt { what: String, reason: String },
+    /// An audit record that cannot be read back (a manual edit): the
+    /// verification reports it as changed.
+    #[error("audit record {seq} cannot be read: {reason}")]
+    CorruptAudit { seq: u64, reason: String },
+    /// An append that does not continue the stored chain (another writer
+    /// appended first, or the records are not contiguous).
+    #[error("audit trail conflict: {0}")]
+    AuditConflict(String),
     /// The URL names no engine this build has.
     #[error("unsupported database URL '{0}': expected sqlite://PATH")]
     UnsupportedUrl(String),
@@ -91,6 +100,27 @@ pub struct Retention {
     pub per_attribute_days: HashMap<String, u32>,
 }
 
+/// Which audit records to read. Every filter is optional; `limit` bounds the page.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// From this time, inclusive.
+    pub from: Option<Timestamp>,
+    /// Until this time, exclusive.
+    pub to: Option<Timestamp>,
+    pub actor: Option<String>,
+    /// An exact action (`entity.update`), or a prefix ending in `*` (`entity.*`).
+    pub action: Option<String>,
+    /// Targets starting with this (an entity id, or `urn:ngsi-ld:Vehicle:`).
+    pub target_prefix: Option<String>,
+    pub outcome: Option<Outcome>,
+    /// Only records after this sequence number (keyset paging for exports).
+    pub after_seq: Option<u64>,
+    /// Newest first instead of oldest first.
+    pub newest_first: bool,
+    pub limit: usize,
+    pub offset: usize,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Creates or upgrades the schema. Idempotent.
@@ -144,6 +174,21 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_sessions_of(&self, account: &str) -> Result<u64>;
     /// Deletes sessions past their absolute end; returns how many.
     async fn prune_sessions(&self, now: Timestamp) -> Result<u64>;
+    /// Appends audit records atomically. They must continue the stored chain:
+    /// the first one's `seq` is one more than the last stored, the others
+    /// follow without gap; otherwise [`StoreError::AuditConflict`] and nothing
+    /// is written. There is deliberately no way to change or remove a record.
+    async fn audit_append(&self, records: &[AuditRecord]) -> Result<()>;
+    /// The record with the highest `seq`.
+    async fn audit_head(&self) -> Result<Option<AuditRecord>>;
+    async fn audit_get(&self, seq: u64) -> Result<Option<AuditRecord>>;
+    /// Records with `seq > after_seq`, in `seq` order, at most `limit`: the
+    /// verification and the export walk the trail page by page.
+    async fn audit_after(&self, after_seq: u64, limit: usize) -> Result<Vec<AuditRecord>>;
+    /// Records matching the query, in `seq` order (or reversed), paged.
+    async fn audit_query(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>>;
+    /// How many records match the query's filters (ignoring limit and offset).
+    async fn audit_count(&self, query: &AuditQuery) -> Result<u64>;
 }
 
 #[cfg(feature = "testsuite")]

@@ -4,9 +4,11 @@
 use std::sync::Arc;
 
 use serde_json::json;
+use vigie_core::access::Role;
+use vigie_core::audit::{AuditEvent, AuditRecord, Head, Outcome};
 use vigie_core::{Attribute, Device, Entity, EntityId, Scope, Timestamp, Transport};
 
-use crate::{DeadLetter, HistoryPoint, HistoryQuery, Retention, Store, WriteBatch};
+use crate::{AuditQuery, DeadLetter, HistoryPoint, HistoryQuery, Retention, Store, StoreError, WriteBatch};
 
 fn ts(s: &str) -> Timestamp {
     s.parse().expect("test timestamp")
@@ -47,6 +49,7 @@ pub async fn run_all(store: &dyn Store) {
     retention_prunes_per_attribute(store).await;
     devices_and_dead_letters(store).await;
     accounts_credentials_and_sessions(store).await;
+    audit_trail_appends_pages_and_queries(store).await;
 }
 
 async fn entities_round_trip_and_page_in_id_order(store: &dyn Store) {
@@ -299,4 +302,122 @@ async fn accounts_credentials_and_sessions(store: &dyn Store) {
         "an account's sessions go with it"
     );
     assert!(!store.delete_account("alice").await.expect("delete again"));
+}
+
+fn audit_event(n: u64, actor: &str, action: &str, outcome: Outcome) -> AuditEvent {
+    AuditEvent {
+        at: Timestamp::from_second(1_795_000_000 + i64::try_from(n).expect("small")).expect("time")
+            + jiff::SignedDuration::from_micros(123_456),
+        actor: actor.into(),
+        role: Some(Role::Operator),
+        credential: "session".into(),
+        source: Some("192.0.2.7".into()),
+        action: action.into(),
+        target: Some(format!("urn:ngsi-ld:Streetlight:dijon:{n:06}")),
+        outcome,
+        detail: (outcome != Outcome::Ok).then(|| "refused".to_owned()),
+        before: Some(json!({"powerState": {"type": "Property", "value": "off"}, "n": 1.5})),
+        after: n
+            .is_multiple_of(2)
+            .then(|| json!({"b": [1, "é", null], "a": {"z": true, "y": -3}})),
+    }
+}
+
+async fn audit_trail_appends_pages_and_queries(store: &dyn Store) {
+    assert_eq!(store.audit_head().await.expect("head"), None);
+    let mut head = Head::genesis();
+    let mut all = Vec::new();
+    // 1..=30: ann's updates, bob's denied deletes every third.
+    for batch in [1..=10u64, 11..=25, 26..=30] {
+        let mut records = Vec::new();
+        for n in batch {
+            let (actor, action, outcome) = if n.is_multiple_of(3) {
+                ("bob", "entity.delete", Outcome::Denied)
+            } else {
+                ("ann", "entity.update", Outcome::Ok)
+            };
+            let r = AuditRecord::seal(&head, audit_event(n, actor, action, outcome));
+            head = Head::of(&r);
+            records.push(r);
+        }
+        store.audit_append(&records).await.expect("append");
+        all.extend(records);
+    }
+    assert_eq!(store.audit_head().await.expect("head").as_ref(), all.last());
+    assert_eq!(store.audit_get(7).await.expect("get").as_ref(), Some(&all[6]));
+    assert_eq!(store.audit_get(31).await.expect("get"), None);
+
+    // Paging in seq order returns every record exactly as sealed.
+    let mut read = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.audit_after(after, 7).await.expect("page");
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        read.extend(page);
+    }
+    assert_eq!(read, all, "records read back exactly (JSON, times, options)");
+    assert!(vigie_core::audit::verify(&read, Some(&head)).is_ok());
+
+    // A stale or non-contiguous append is refused and writes nothing.
+    let stale = AuditRecord::seal(
+        &Head::of(&all[10]),
+        audit_event(99, "eve", "entity.update", Outcome::Ok),
+    );
+    assert!(matches!(
+        store.audit_append(&[stale]).await,
+        Err(StoreError::AuditConflict(_))
+    ));
+    let next = AuditRecord::seal(&head, audit_event(31, "ann", "entity.update", Outcome::Ok));
+    let mut gap = AuditRecord::seal(&Head::of(&next), audit_event(32, "ann", "entity.update", Outcome::Ok));
+    gap.seq = 33;
+    assert!(matches!(
+        store.audit_append(&[next, gap]).await,
+        Err(StoreError::AuditConflict(_))
+    ));
+    assert_eq!(store.audit_head().await.expect("head").map(|r| r.seq), Some(30));
+
+    // Filters.
+    let q = |f: &dyn Fn(&mut AuditQuery)| {
+        let mut q = AuditQuery {
+            limit: 100,
+            ..Default::default()
+        };
+        f(&mut q);
+        q
+    };
+    let seqs = |rs: Vec<AuditRecord>| rs.into_iter().map(|r| r.seq).collect::<Vec<_>>();
+    let bob = q(&|q| q.actor = Some("bob".into()));
+    assert_eq!(store.audit_count(&bob).await.expect("count"), 10);
+    assert_eq!(seqs(store.audit_query(&bob).await.expect("query"))[..3], [3, 6, 9]);
+    let denied = q(&|q| q.outcome = Some(Outcome::Denied));
+    assert_eq!(store.audit_count(&denied).await.expect("count"), 10);
+    let prefix = q(&|q| q.action = Some("entity.*".into()));
+    assert_eq!(store.audit_count(&prefix).await.expect("count"), 30);
+    let exact = q(&|q| q.action = Some("entity.update".into()));
+    assert_eq!(store.audit_count(&exact).await.expect("count"), 20);
+    let wildcard_is_literal = q(&|q| q.action = Some("entity%".into()));
+    assert_eq!(store.audit_count(&wildcard_is_literal).await.expect("count"), 0);
+    let target = q(&|q| q.target_prefix = Some("urn:ngsi-ld:Streetlight:dijon:00001".into()));
+    assert_eq!(
+        seqs(store.audit_query(&target).await.expect("query")),
+        (10..=19).collect::<Vec<_>>()
+    );
+    let window = q(&|q| {
+        q.from = Some(all[4].event.at);
+        q.to = Some(all[8].event.at);
+    });
+    assert_eq!(seqs(store.audit_query(&window).await.expect("query")), [5, 6, 7, 8]);
+    let newest = q(&|q| {
+        q.newest_first = true;
+        q.limit = 2;
+        q.offset = 1;
+    });
+    assert_eq!(seqs(store.audit_query(&newest).await.expect("query")), [29, 28]);
+    assert_eq!(store.audit_count(&newest).await.expect("count"), 30);
+    let keyset = q(&|q| {
+        q.actor = Some("bob".into());
+        q.after_seq = Some(20);
+    });
+    assert_eq!(seqs(store.audit_query(&keyset).await.expect("query")), [21, 24, 27, 30]);
 }

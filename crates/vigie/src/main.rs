@@ -1,6 +1,7 @@
 //! `vigie`: the urban hypervisor's one binary.
 
 mod admin;
+mod audit;
 mod bench;
 mod demo;
 mod simulate;
@@ -37,6 +38,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Accounts and tokens from the command line (first administrator, recovery).
     Admin(admin::AdminArgs),
+    /// Verify or export the audit trail (`vigie audit verify --config vigie.toml`).
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Print every setting with its documentation and current value.
     Config {
         #[arg(long)]
@@ -109,6 +113,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
+        Command::Audit(command) => return audit::run(command).await,
         Command::Demo(args) => demo::run(args, shutdown_signal()).await,
         Command::Serve { config } => serve(config).await,
         Command::Simulate(args) => simulate::run(args, shutdown_signal()).await,

@@ -28,7 +28,9 @@ async fn provision(
     caller: Caller,
     JsonBody(body): JsonBody,
 ) -> Result<impl IntoResponse, ApiError> {
-    caller.check(Action::ManageDevices)?;
+    s.audit
+        .check(&caller, Action::ManageDevices, "device.provision", None)
+        .await?;
     let doc: Provisioning = serde_json::from_value(body)
         .map_err(|e| ApiError::BadRequestData(format!("not an IoT Agent provisioning document: {e}")))?;
     if doc.devices.len() > MAX_DEVICES_PER_REQUEST {
@@ -43,13 +45,34 @@ async fn provision(
         .map(|d| d.validate().map_err(|e| ApiError::BadRequestData(e.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
     for d in &devices {
-        caller.check_in(Action::ManageDevices, d.scope.as_ref())?;
+        let target = Some(d.device_id.as_str());
+        s.audit
+            .check_in(
+                &caller,
+                Action::ManageDevices,
+                d.scope.as_ref(),
+                "device.provision",
+                target,
+            )
+            .await?;
         // Replacing a device moves it: its current scope must be the caller's too.
         if let Some(current) = s.registry.get(&d.device_id) {
-            caller.check_in(Action::ManageDevices, current.scope.as_ref())?;
+            s.audit
+                .check_in(
+                    &caller,
+                    Action::ManageDevices,
+                    current.scope.as_ref(),
+                    "device.provision",
+                    target,
+                )
+                .await?;
         }
     }
-    s.store.put_devices(&devices).await?;
+    let result = s.store.put_devices(&devices).await;
+    s.audit
+        .devices_provisioned(&caller, &s.registry, &devices, &result)
+        .await?;
+    result?;
     for d in devices {
         s.registry.insert(d);
     }
@@ -82,14 +105,29 @@ async fn remove(
     caller: Caller,
     Path(device_id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    caller.check(Action::ManageDevices)?;
+    s.audit
+        .check(&caller, Action::ManageDevices, "device.delete", Some(&device_id))
+        .await?;
     let device = s
         .registry
         .get(&device_id)
         .filter(|d| caller.sees(d.scope.as_ref()))
         .ok_or_else(|| ApiError::NotFound(format!("no device '{device_id}'")))?;
-    caller.check_in(Action::ManageDevices, device.scope.as_ref())?;
-    if !s.store.delete_device(&device_id).await? {
+    s.audit
+        .check_in(
+            &caller,
+            Action::ManageDevices,
+            device.scope.as_ref(),
+            "device.delete",
+            Some(&device_id),
+        )
+        .await?;
+    let before = Some(device);
+    let result = s.store.delete_device(&device_id).await;
+    s.audit
+        .device_deleted(&caller, &device_id, before.as_deref(), &result)
+        .await?;
+    if !result? {
         return Err(ApiError::NotFound(format!("no device '{device_id}'")));
     }
     s.registry.remove(&device_id);

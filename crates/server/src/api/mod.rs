@@ -2,6 +2,7 @@
 //! Vigie's own REST API (`/api/v1`) and operations (`/health`, `/metrics`).
 
 mod accounts;
+mod audit;
 mod devices;
 pub mod error;
 pub mod hardening;
@@ -37,6 +38,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
     pub security: Arc<crate::security::Security>,
+    pub audit: Arc<crate::audit::Audit>,
 }
 
 /// Vigie's routes: the protected ones (and `extra`, e.g. the demo's) behind
@@ -49,6 +51,7 @@ pub fn router(state: AppState, extra: Router) -> Router {
         .merge(devices::routes())
         .merge(ops::routes())
         .merge(accounts::routes())
+        .merge(audit::routes())
         .route_layer(authenticate.clone());
     // `layer`, not `route_layer`: `extra` may have no routes at all.
     let extra = extra.layer(authenticate);

@@ -161,14 +161,35 @@ fn not_found(id: &EntityId) -> ApiError {
     ApiError::NotFound(format!("entity {id} does not exist"))
 }
 
-/// Whether the caller may change the entity `id`: 404 when it does not
-/// exist, 403 when its scope is outside the grant. Writes follow the grant
-/// only: the personal-data rule hides entities from reads (an administrator
-/// provisions cameras without seeing them).
-fn check_writable(s: &AppState, caller: &Caller, id: &EntityId) -> Result<(), ApiError> {
-    caller.check(Action::WriteEntities)?;
-    let current = s.twin.get(id.as_str()).ok_or_else(|| not_found(id))?;
-    Ok(caller.check_in(Action::WriteEntities, current.scope.as_ref())?)
+/// Whether the caller may change the entity `id` (its state `current`): 403
+/// (audited) when its scope is outside the grant.
+/// Writes follow the grant only: the personal-data rule hides entities from
+/// reads (an administrator provisions cameras without seeing them).
+async fn check_writable(
+    s: &AppState,
+    caller: &Caller,
+    verb: &str,
+    id: &EntityId,
+    current: Option<&Entity>,
+) -> Result<(), ApiError> {
+    s.audit
+        .check(caller, Action::WriteEntities, verb, Some(id.as_str()))
+        .await?;
+    match current {
+        Some(current) => {
+            s.audit
+                .check_in(
+                    caller,
+                    Action::WriteEntities,
+                    current.scope.as_ref(),
+                    verb,
+                    Some(id.as_str()),
+                )
+                .await
+        }
+        // The writer answers 404, and the failed attempt is audited.
+        None => Ok(()),
+    }
 }
 
 async fn retrieve_entity(
@@ -299,9 +320,17 @@ async fn create_entity(
     caller: Caller,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    caller.check(Action::WriteEntities)?;
     let entity = parse_entity(&body)?;
-    caller.check_in(Action::WriteEntities, entity.scope.as_ref())?;
+    let id = entity.id.clone();
+    s.audit
+        .check_in(
+            &caller,
+            Action::WriteEntities,
+            entity.scope.as_ref(),
+            "entity.create",
+            Some(id.as_str()),
+        )
+        .await?;
     if let Some(existing) = s.twin.get(entity.id.as_str())
         && !caller.sees(existing.scope.as_ref())
     {
@@ -312,7 +341,11 @@ async fn create_entity(
         )));
     }
     let location = format!("/ngsi-ld/v1/entities/{}", entity.id);
-    s.ingest.write(WriteOp::Create(entity)).await?;
+    let result = s.ingest.write(WriteOp::Create(entity)).await;
+    s.audit
+        .entity_write(&s.twin, &caller, "entity.create", &id, None, &result)
+        .await?;
+    result?;
     let mut res = StatusCode::CREATED.into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {
         res.headers_mut().insert(header::LOCATION, v);
@@ -325,9 +358,13 @@ async fn delete_entity(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let id = entity_id(&id)?;
-    check_writable(&s, &caller, &id)?;
-    s.ingest.write(WriteOp::Delete(id)).await?;
+    let (id, before) = entity_and_state(&s, &id)?;
+    check_writable(&s, &caller, "entity.delete", &id, before.as_deref()).await?;
+    let result = s.ingest.write(WriteOp::Delete(id.clone())).await;
+    s.audit
+        .entity_write(&s.twin, &caller, "entity.delete", &id, before, &result)
+        .await?;
+    result?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -355,14 +392,18 @@ async fn append_attributes(
     params: Params,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let id = entity_id(&id)?;
-    check_writable(&s, &caller, &id)?;
+    let (id, before) = entity_and_state(&s, &id)?;
+    check_writable(&s, &caller, "entity.append", &id, before.as_deref()).await?;
     let op = WriteOp::Append {
-        id,
+        id: id.clone(),
         attributes: parse_attributes(&body)?,
         overwrite: !params.has_option("noOverwrite"),
     };
-    Ok(partial_or_done(s.ingest.write(op).await?))
+    let result = s.ingest.write(op).await;
+    s.audit
+        .entity_write(&s.twin, &caller, "entity.append", &id, before, &result)
+        .await?;
+    Ok(partial_or_done(result?))
 }
 
 async fn update_attributes(
@@ -371,13 +412,24 @@ async fn update_attributes(
     Path(id): Path<String>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let id = entity_id(&id)?;
-    check_writable(&s, &caller, &id)?;
+    let (id, before) = entity_and_state(&s, &id)?;
+    check_writable(&s, &caller, "entity.update", &id, before.as_deref()).await?;
     let op = WriteOp::Update {
-        id,
+        id: id.clone(),
         attributes: parse_attributes(&body)?,
     };
-    Ok(partial_or_done(s.ingest.write(op).await?))
+    let result = s.ingest.write(op).await;
+    s.audit
+        .entity_write(&s.twin, &caller, "entity.update", &id, before, &result)
+        .await?;
+    Ok(partial_or_done(result?))
+}
+
+/// The entity id of a path, and the entity's state before a write (for the audit trail).
+fn entity_and_state(s: &AppState, raw: &str) -> Result<(EntityId, Option<std::sync::Arc<Entity>>), ApiError> {
+    let id = entity_id(raw)?;
+    let before = s.twin.get(id.as_str());
+    Ok((id, before))
 }
 
 /// Parses a batch body; entities that do not parse are reported, not fatal.
@@ -408,7 +460,9 @@ fn parse_batch(body: &Value) -> Result<(Vec<Entity>, Vec<Value>), ApiError> {
 /// 201 with the created ids when all were created, 204 when all succeeded
 /// (some updated), 207 with a BatchOperationResult when any failed.
 async fn run_batch(s: &AppState, caller: &Caller, kind: BatchKind, body: &Value) -> Result<Response, ApiError> {
-    caller.check(Action::WriteEntities)?;
+    s.audit
+        .check(caller, Action::WriteEntities, "entity.batch", None)
+        .await?;
     let (entities, mut errors) = parse_batch(body)?;
     // Each entity, as sent and as it is now, must be in the caller's scope;
     // the others are reported and not written.
@@ -424,10 +478,12 @@ async fn run_batch(s: &AppState, caller: &Caller, kind: BatchKind, body: &Value)
         errors.push(json!({"entityId": e.id.to_string(), "error": denied.problem()}));
     }
     let outcome = if entities.is_empty() {
-        WriteOutcome::Batch(vec![])
+        Ok(WriteOutcome::Batch(vec![]))
     } else {
-        s.ingest.write(WriteOp::Batch { kind, entities }).await?
+        s.ingest.write(WriteOp::Batch { kind, entities }).await
     };
+    s.audit.batch_write(caller, kind, &outcome, errors.len()).await?;
+    let outcome = outcome?;
     let WriteOutcome::Batch(results) = outcome else {
         return Err(ApiError::Internal(
             "a batch write answered with a non-batch outcome".into(),

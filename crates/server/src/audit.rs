@@ -1,0 +1,566 @@
+//! The audit trail service: one hash chain, appended by every state-changing
+//! request (and every sensitive read), anchored outside the database.
+//!
+//! [`Audit::record`] seals an event after the current head and appends it;
+//! appends are serialized by one lock that holds the head, so the chain has a
+//! single writer. The head (seq and hash) is then written to the *anchor*, a
+//! small file beside the database (`<db>.audit-head`, replaced atomically),
+//! and logged at info level (target `vigie::audit`), so that cutting the tail
+//! of the trail — which leaves a valid, shorter chain — is detected by
+//! `vigie audit verify`, and a copy of the head exists in the logs shipped
+//! elsewhere. The threat model is in docs/security.md.
+//!
+//! Nothing is dropped silently: if the append fails, `record` fails, and the
+//! request answers 500 (the failure is logged with the event).
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::sync::Mutex;
+use vigie_core::access::{Action, Credential, Denied, Principal};
+use vigie_core::audit::{AuditEvent, AuditRecord, Head, Outcome, Problem, Verified, Verifier};
+use vigie_core::{Device, Entity, EntityId, Scope, Timestamp};
+use vigie_store::{Store, StoreError};
+
+use crate::api::ApiError;
+use crate::config::Config;
+use crate::ingest::{BatchKind, DeviceRegistry, WriteError, WriteOutcome};
+use crate::security::Caller;
+use crate::twin::Twin;
+
+/// Records read per page when the whole trail is verified.
+const VERIFY_PAGE: usize = 1_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("the audit trail cannot be written: {0}")]
+    Store(#[from] StoreError),
+    #[error("the audit anchor {path}: {message}")]
+    Anchor { path: PathBuf, message: String },
+    /// Found at start: the trail does not match its anchor or its own hashes.
+    #[error(
+        "the audit trail is not intact: {problem}. Run `vigie audit verify` to investigate. \
+         If this is expected (a database restored from a backup), move {anchor} away and start again: \
+         the start is then recorded in the trail as audit.anchor-missing"
+    )]
+    Tampered { problem: Problem, anchor: String },
+}
+
+impl From<AuditError> for ApiError {
+    fn from(e: AuditError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+/// The anchor file for a configuration: `audit.anchor_file`, or the SQLite
+/// database's path with `.audit-head` appended. `None` when neither applies.
+pub fn anchor_path(config: &Config) -> Option<PathBuf> {
+    if !config.audit.anchor_file.is_empty() {
+        return Some(PathBuf::from(&config.audit.anchor_file));
+    }
+    let url = &config.store.url;
+    let db = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .filter(|p| !p.is_empty() && !p.starts_with(":memory:"))?;
+    let mut path = PathBuf::from(db).into_os_string();
+    path.push(".audit-head");
+    Some(PathBuf::from(path))
+}
+
+/// Reads the anchor: `Ok(None)` when the file does not exist.
+pub fn read_anchor(path: &Path) -> Result<Option<Head>, AuditError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(AuditError::Anchor {
+                path: path.to_owned(),
+                message: format!("cannot be read: {e}"),
+            });
+        }
+    };
+    serde_json::from_str(&text).map(Some).map_err(|e| AuditError::Anchor {
+        path: path.to_owned(),
+        message: format!("is not an audit anchor ({e}); expected {{\"seq\": N, \"hash\": \"...\"}}"),
+    })
+}
+
+/// Replaces the anchor atomically: a temporary file, synced, renamed over it.
+fn write_anchor(path: &Path, head: &Head) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let body = serde_json::json!({"seq": head.seq, "hash": head.hash, "at": Timestamp::now().to_string()});
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(format!("{body}\n").as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // Makes the rename itself durable; not every platform can open a directory.
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// How a credential is named in the trail (`session`, `api-key`...).
+pub fn credential_name(c: Credential) -> String {
+    serde_json::to_value(c)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{c:?}"))
+}
+
+/// An event by a principal (or by nobody known, for a failed login) from an address.
+pub fn event_by(principal: Option<&Principal>, source: Option<IpAddr>, action: &str) -> AuditEvent {
+    AuditEvent {
+        at: Timestamp::now(),
+        actor: principal.map_or_else(String::new, |p| p.subject.clone()),
+        role: principal.map(|p| p.role),
+        credential: principal.map_or_else(|| "none".to_owned(), |p| credential_name(p.credential)),
+        source: source.map(|ip| ip.to_string()),
+        action: action.to_owned(),
+        target: None,
+        outcome: Outcome::Ok,
+        detail: None,
+        before: None,
+        after: None,
+    }
+}
+
+/// An event by the caller of a request: fill in the rest with struct update
+/// syntax, e.g. `AuditEvent { target: Some(id), ..audit::event(&caller, "entity.update") }`.
+pub fn event(caller: &Caller, action: &str) -> AuditEvent {
+    event_by(Some(&caller.principal), caller.source, action)
+}
+
+/// The audit trail's single writer.
+pub struct Audit {
+    store: Arc<dyn Store>,
+    anchor: Option<PathBuf>,
+    head: Mutex<Head>,
+}
+
+impl Audit {
+    /// Loads the head and checks it against the anchor: a trail cut or
+    /// rewritten since the last run refuses to start ([`AuditError::Tampered`]).
+    /// A missing anchor with a non-empty trail is recorded in the trail
+    /// (`audit.anchor-missing`) and a new anchor starts from the current head.
+    pub async fn open(store: Arc<dyn Store>, anchor: Option<PathBuf>) -> Result<Self, AuditError> {
+        let last = store.audit_head().await?;
+        if let Some(r) = &last
+            && r.compute_hash() != r.hash
+        {
+            return Err(AuditError::Tampered {
+                problem: Problem::Changed { seq: r.seq },
+                anchor: anchor_name(anchor.as_deref()),
+            });
+        }
+        let head = last.as_ref().map_or_else(Head::genesis, Head::of);
+        let anchored = match &anchor {
+            Some(path) => read_anchor(path)?,
+            None => {
+                tracing::warn!(
+                    "no audit anchor (store.url is not a file and audit.anchor_file is empty): a cut tail of the audit trail cannot be detected"
+                );
+                None
+            }
+        };
+        if let Some(a) = &anchored {
+            let problem = if a.seq > head.seq {
+                Some(Problem::Truncated {
+                    last_seq: head.seq,
+                    anchor_seq: a.seq,
+                })
+            } else if a.seq > 0 {
+                match store.audit_get(a.seq).await {
+                    Ok(Some(r)) if r.hash == a.hash => None,
+                    Ok(Some(_)) => Some(Problem::AnchorMismatch { seq: a.seq }),
+                    Ok(None) => Some(Problem::Removed {
+                        after_seq: a.seq - 1,
+                        missing: 1,
+                    }),
+                    Err(StoreError::CorruptAudit { seq, .. }) => Some(Problem::Changed { seq }),
+                    Err(e) => return Err(e.into()),
+                }
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(AuditError::Tampered {
+                    problem,
+                    anchor: anchor_name(anchor.as_deref()),
+                });
+            }
+        }
+        let missing_anchor = anchor.is_some() && anchored.is_none() && head.seq > 0;
+        tracing::info!(target: "vigie::audit", seq = head.seq, hash = %head.hash, "audit trail opened");
+        let audit = Self {
+            store,
+            anchor,
+            head: Mutex::new(head),
+        };
+        if missing_anchor {
+            let path = anchor_name(audit.anchor.as_deref());
+            tracing::warn!(anchor = %path, "the audit anchor is missing: a new one starts from the current head");
+            audit
+                .record(AuditEvent {
+                    outcome: Outcome::Failed,
+                    detail: Some(format!(
+                        "the anchor file {path} was missing; records before this one are verified by their chain only"
+                    )),
+                    ..system_event("audit.anchor-missing")
+                })
+                .await?;
+        }
+        Ok(audit)
+    }
+
+    /// Appends one event to the trail. Fails (and logs) if it cannot be made durable.
+    pub async fn record(&self, event: AuditEvent) -> Result<Head, AuditError> {
+        self.record_all(vec![event]).await
+    }
+
+    /// Appends events atomically, in order.
+    pub async fn record_all(&self, events: Vec<AuditEvent>) -> Result<Head, AuditError> {
+        let mut head = self.head.lock().await;
+        let mut next = head.clone();
+        let records: Vec<AuditRecord> = events
+            .into_iter()
+            .map(|e| {
+                let r = AuditRecord::seal(&next, e);
+                next = Head::of(&r);
+                r
+            })
+            .collect();
+        if records.is_empty() {
+            return Ok(next);
+        }
+        if let Err(e) = self.store.audit_append(&records).await {
+            for r in &records {
+                tracing::error!(
+                    target: "vigie::audit", error = %e, actor = %r.event.actor, action = %r.event.action,
+                    target_id = ?r.event.target, outcome = %r.event.outcome, "audit record NOT written; the request fails"
+                );
+            }
+            // The commit may have happened and only its answer been lost:
+            // continue from what the store holds.
+            if let Ok(Some(stored)) = self.store.audit_head().await {
+                *head = Head::of(&stored);
+            }
+            return Err(e.into());
+        }
+        *head = next.clone();
+        tracing::info!(target: "vigie::audit", seq = next.seq, hash = %next.hash, "audit head");
+        if let Some(path) = &self.anchor {
+            let (path, h) = (path.clone(), next.clone());
+            let written = tokio::task::spawn_blocking(move || write_anchor(&path, &h)).await;
+            match written {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(
+                    target: "vigie::audit", error = %e, anchor = %anchor_name(self.anchor.as_deref()),
+                    "the audit anchor cannot be written: a cut tail of the trail would go unnoticed"
+                ),
+                Err(e) => tracing::error!(target: "vigie::audit", error = %e, "the audit anchor task failed"),
+            }
+        }
+        Ok(next)
+    }
+
+    /// An action by Vigie itself (start, retention).
+    pub async fn record_system(
+        &self,
+        action: &str,
+        detail: Option<String>,
+        after: Option<Value>,
+    ) -> Result<Head, AuditError> {
+        self.record(AuditEvent {
+            detail,
+            after,
+            ..system_event(action)
+        })
+        .await
+    }
+
+    /// Checks the caller may perform `action`; a refusal is recorded
+    /// (outcome `denied`, with the reason) before it is returned as 403.
+    pub async fn check(
+        &self,
+        caller: &Caller,
+        action: Action,
+        verb: &str,
+        target: Option<&str>,
+    ) -> Result<(), ApiError> {
+        match caller.check(action) {
+            Ok(()) => Ok(()),
+            Err(denied) => Err(self.denied(caller, verb, target, &denied).await),
+        }
+    }
+
+    /// Like [`Audit::check`], for an action on something in `scope` (the grant must cover it).
+    pub async fn check_in(
+        &self,
+        caller: &Caller,
+        action: Action,
+        scope: Option<&Scope>,
+        verb: &str,
+        target: Option<&str>,
+    ) -> Result<(), ApiError> {
+        match caller.check_in(action, scope) {
+            Ok(()) => Ok(()),
+            Err(denied) => Err(self.denied(caller, verb, target, &denied).await),
+        }
+    }
+
+    /// Records a refusal and returns the 403 to answer (or the 500 if the
+    /// refusal could not be recorded).
+    pub async fn denied(&self, caller: &Caller, verb: &str, target: Option<&str>, why: &Denied) -> ApiError {
+        let recorded = self
+            .record(AuditEvent {
+                target: target.map(str::to_owned),
+                outcome: Outcome::Denied,
+                detail: Some(why.to_string()),
+                ..event(caller, verb)
+            })
+            .await;
+        match recorded {
+            Ok(_) => ApiError::from(why.clone()),
+            Err(e) => e.into(),
+        }
+    }
+
+    /// The head in memory: the last record appended by this process.
+    pub async fn head(&self) -> Head {
+        self.head.lock().await.clone()
+    }
+
+    /// Records an entity write: `before` as the twin showed it before the
+    /// write, `after` read from the twin once the write is durable (none when
+    /// deleted), or the error when the write failed. `Err` (500) if the record
+    /// cannot be appended: the caller must not answer success then.
+    pub async fn entity_write<T, E: std::fmt::Display>(
+        &self,
+        twin: &Twin,
+        caller: &Caller,
+        action: &str,
+        id: &EntityId,
+        before: Option<Arc<Entity>>,
+        result: &Result<T, E>,
+    ) -> Result<(), ApiError> {
+        let json = |e: Option<Arc<Entity>>| e.and_then(|e| serde_json::to_value(&*e).ok());
+        let (outcome, detail, after) = match result {
+            Ok(_) => (Outcome::Ok, None, json(twin.get(id.as_str()))),
+            Err(e) => (Outcome::Failed, Some(e.to_string()), None),
+        };
+        self.record(AuditEvent {
+            target: Some(id.to_string()),
+            outcome,
+            detail,
+            before: json(before),
+            after,
+            ..event(caller, action)
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Records a batch operation as one record: the ids created, updated and
+    /// failed (with the reason), not the entities' bodies — a batch carries
+    /// up to 1,000 entities, and provisioning a city is tens of thousands.
+    pub async fn batch_write(
+        &self,
+        caller: &Caller,
+        kind: BatchKind,
+        outcome: &Result<WriteOutcome, WriteError>,
+        invalid: usize,
+    ) -> Result<(), ApiError> {
+        let (action, mode) = match kind {
+            BatchKind::Create => ("entity.batch-create", "create"),
+            BatchKind::UpsertReplace => ("entity.batch-upsert", "replace"),
+            BatchKind::UpsertUpdate => ("entity.batch-upsert", "update"),
+        };
+        let (outcome, detail, after) = match outcome {
+            Err(e) => (Outcome::Failed, e.to_string(), None),
+            Ok(WriteOutcome::Batch(results)) => {
+                let (mut created, mut updated, mut failed) = (Vec::new(), Vec::new(), Vec::new());
+                for (id, r) in results {
+                    match r {
+                        Ok(true) => created.push(Value::String(id.to_string())),
+                        Ok(false) => updated.push(Value::String(id.to_string())),
+                        Err(e) => failed.push(serde_json::json!({"id": id.to_string(), "error": e.to_string()})),
+                    }
+                }
+                let detail = format!(
+                    "{} created, {} updated, {} failed, {invalid} invalid",
+                    created.len(),
+                    updated.len(),
+                    failed.len()
+                );
+                let outcome = if created.is_empty() && updated.is_empty() && (!failed.is_empty() || invalid > 0) {
+                    Outcome::Failed
+                } else {
+                    Outcome::Ok
+                };
+                let after = serde_json::json!({
+                    "mode": mode, "created": created, "updated": updated, "failed": failed, "invalid": invalid,
+                });
+                (outcome, detail, Some(after))
+            }
+            Ok(_) => (Outcome::Ok, "done".to_owned(), None),
+        };
+        self.record(AuditEvent {
+            outcome,
+            detail: Some(detail),
+            after,
+            ..event(caller, action)
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Records a provisioning request: the device ids, and which of them
+    /// replaced an existing definition. Device bodies are not copied: they
+    /// carry the transport's keys.
+    pub async fn devices_provisioned(
+        &self,
+        caller: &Caller,
+        registry: &DeviceRegistry,
+        devices: &[Device],
+        result: &Result<(), StoreError>,
+    ) -> Result<(), ApiError> {
+        let ids: Vec<&str> = devices.iter().map(|d| d.device_id.as_str()).collect();
+        let replaced: Vec<&str> = ids.iter().copied().filter(|id| registry.get(id).is_some()).collect();
+        let (outcome, detail) = match result {
+            Ok(()) => (Outcome::Ok, format!("{} devices provisioned", ids.len())),
+            Err(e) => (Outcome::Failed, e.to_string()),
+        };
+        self.record(AuditEvent {
+            target: (ids.len() == 1).then(|| ids[0].to_owned()),
+            outcome,
+            detail: Some(detail),
+            before: (!replaced.is_empty()).then(|| serde_json::json!({"replaced": replaced})),
+            after: Some(serde_json::json!({"devices": devices.iter().map(device_summary).collect::<Vec<_>>()})),
+            ..event(caller, "device.provision")
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Records a device removal (`Ok(false)`: there was no such device).
+    pub async fn device_deleted(
+        &self,
+        caller: &Caller,
+        device_id: &str,
+        before: Option<&Device>,
+        result: &Result<bool, StoreError>,
+    ) -> Result<(), ApiError> {
+        let (outcome, detail) = match result {
+            Ok(true) => (Outcome::Ok, None),
+            Ok(false) => (Outcome::Failed, Some(format!("no device '{device_id}'"))),
+            Err(e) => (Outcome::Failed, Some(e.to_string())),
+        };
+        self.record(AuditEvent {
+            target: Some(device_id.to_owned()),
+            outcome,
+            detail,
+            before: before.map(device_summary),
+            ..event(caller, "device.delete")
+        })
+        .await?;
+        Ok(())
+    }
+
+    pub fn anchor_path(&self) -> Option<&Path> {
+        self.anchor.as_deref()
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+}
+
+/// What the trail keeps of a device: who it is and what it feeds, not its keys.
+fn device_summary(d: &Device) -> Value {
+    let transport = serde_json::to_value(&d.transport)
+        .ok()
+        .and_then(|t| t.get("transport").cloned())
+        .unwrap_or(Value::Null);
+    serde_json::json!({
+        "deviceId": d.device_id, "transport": transport, "entityName": d.entity_name.as_str(),
+        "entityType": d.entity_type, "scope": d.scope.as_ref().map(|s| s.to_ngsi()),
+    })
+}
+
+fn anchor_name(path: Option<&Path>) -> String {
+    path.map_or_else(|| "(no anchor)".to_owned(), |p| p.display().to_string())
+}
+
+/// An event by Vigie itself.
+pub fn system_event(action: &str) -> AuditEvent {
+    AuditEvent {
+        at: Timestamp::now(),
+        actor: "vigie".to_owned(),
+        role: None,
+        credential: "system".to_owned(),
+        source: None,
+        action: action.to_owned(),
+        target: None,
+        outcome: Outcome::Ok,
+        detail: None,
+        before: None,
+        after: None,
+    }
+}
+
+/// Verifies the whole stored trail, page by page, against the anchor.
+/// `Ok(Err(problem))` names the first problem; `Err` is a failure to read.
+pub async fn verify_trail(store: &dyn Store, anchor: Option<Head>) -> Result<Result<Verified, Problem>, StoreError> {
+    let mut v = Verifier::new(anchor);
+    loop {
+        let after = v.head().seq;
+        let page = match store.audit_after(after, VERIFY_PAGE).await {
+            Ok(p) => p,
+            // A row that does not even decode was edited: verify what comes
+            // before it, then name it.
+            Err(StoreError::CorruptAudit { seq, .. }) if seq > after => {
+                let limit = usize::try_from(seq - after - 1).unwrap_or(usize::MAX);
+                let readable = if limit > 0 {
+                    store.audit_after(after, limit).await?
+                } else {
+                    Vec::new()
+                };
+                for r in readable.iter().filter(|r| r.seq < seq) {
+                    if let Err(p) = v.push(r) {
+                        return Ok(Err(p));
+                    }
+                }
+                let last = v.head().seq;
+                return Ok(Err(if last + 1 < seq {
+                    Problem::Removed {
+                        after_seq: last,
+                        missing: seq - last - 1,
+                    }
+                } else {
+                    Problem::Changed { seq }
+                }));
+            }
+            Err(e) => return Err(e),
+        };
+        if page.is_empty() {
+            break;
+        }
+        for r in &page {
+            if let Err(p) = v.push(r) {
+                return Ok(Err(p));
+            }
+        }
+    }
+    Ok(v.finish())
+}
