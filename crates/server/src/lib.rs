@@ -92,6 +92,8 @@ pub struct Running {
 /// `extra` routes are served beside the API (the demo's fault injection).
 pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> anyhow::Result<Running> {
     let config = Arc::new(config);
+    // Checked first: a wrong [sso] section stops the start before anything runs.
+    let sso = security::oidc::Oidc::from_config(&config.sso, config.security.enabled)?.map(Arc::new);
     let store = open_store(&config.store).await?;
     let twin = Arc::new(load_twin(store.as_ref()).await?);
     tracing::info!(entities = twin.len(), "twin loaded");
@@ -194,6 +196,7 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
         store: Arc::clone(&store),
         metrics: Arc::clone(&metrics),
         security: Arc::clone(&security),
+        sso,
     };
     let http_addr = http.local_addr()?;
     let app = api::router(state, extra);

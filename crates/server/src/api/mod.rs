@@ -6,6 +6,7 @@ mod devices;
 pub mod error;
 mod ngsi;
 mod ops;
+mod sso;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
     pub security: Arc<crate::security::Security>,
+    /// OpenID Connect single sign-on, when `[sso]` enables it.
+    pub sso: Option<Arc<crate::security::oidc::Oidc>>,
 }
 
 /// Vigie's routes: the protected ones (and `extra`, e.g. the demo's) behind
@@ -58,6 +61,7 @@ pub fn router(state: AppState, extra: Router) -> Router {
         .merge(protected)
         .merge(ops::public_routes())
         .merge(accounts::public_routes())
+        .merge(sso::public_routes())
         .with_state(state)
         .merge(extra)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
