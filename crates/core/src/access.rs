@@ -388,6 +388,27 @@ impl Principal {
     }
 }
 
+/// The permission matrix as a Markdown table (docs/security.md holds it; a
+/// test keeps the two in step).
+pub fn permission_matrix_markdown() -> String {
+    let mut out = String::from("| Action |");
+    for r in Role::ALL {
+        out.push_str(&format!(" {} |", r.as_str()));
+    }
+    out.push_str("\n|---|");
+    out.push_str(&":---:|".repeat(Role::ALL.len()));
+    out.push('\n');
+    for a in Action::ALL {
+        let global = if a.is_global() { " (global)" } else { "" };
+        out.push_str(&format!("| {}{global} |", a.as_str()));
+        for r in Role::ALL {
+            out.push_str(if r.allows(a) { " ✓ |" } else { " · |" });
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// Password rules, after NIST SP 800-63B: length and a blocklist rather
 /// than composition rules, which push people to predictable patterns.
 pub mod password {
@@ -536,6 +557,16 @@ mod tests {
             local_auditor.check(Action::ReadAudit),
             Err(Denied::GlobalAction { .. })
         ));
+    }
+
+    #[test]
+    fn the_documented_matrix_is_the_enforced_one() {
+        let doc = include_str!("../../../docs/security.md");
+        let table = permission_matrix_markdown();
+        assert!(
+            doc.contains(&table),
+            "docs/security.md must contain the permission matrix exactly as enforced:\n{table}"
+        );
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
     pub request_timeout_secs: u64,
+    pub header_timeout_secs: u64,
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -236,6 +238,8 @@ impl Default for HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 1024 * 1024,
             request_timeout_secs: 30,
+            header_timeout_secs: 10,
+            max_connections: 4_096,
         }
     }
 }
@@ -314,6 +318,14 @@ pub const SETTINGS: &[Setting] = &[
         doc: "A request taking longer is answered 408 and dropped.",
     },
     Setting {
+        key: "http.header_timeout_secs",
+        doc: "Seconds a client has for the TLS handshake, then for each request's headers (and an idle keep-alive connection); slower clients are disconnected.",
+    },
+    Setting {
+        key: "http.max_connections",
+        doc: "Most HTTP connections open at once; further clients wait in the listen backlog.",
+    },
+    Setting {
         key: "store.url",
         doc: "Database URL; sqlite://PATH is the embedded default (created if missing).",
     },
@@ -383,11 +395,11 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         key: "tls.cert_file",
-        doc: "PEM certificate chain for HTTPS and MQTTS; empty serves plain HTTP and MQTT.",
+        doc: "PEM certificate chain (server certificate first) for HTTPS and MQTTS; empty serves plain HTTP and MQTT.",
     },
     Setting {
         key: "tls.key_file",
-        doc: "PEM private key matching tls.cert_file.",
+        doc: "PEM private key (PKCS#8, PKCS#1 or SEC1) matching tls.cert_file; keep it readable by Vigie only.",
     },
     Setting {
         key: "tls.client_ca_file",
@@ -395,7 +407,7 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         key: "tls.reload_interval_secs",
-        doc: "How often the certificate files are checked for change and reloaded without restart.",
+        doc: "How often (seconds) the certificate files are checked for change and reloaded without restart; 0 disables the check (SIGHUP still reloads).",
     },
     Setting {
         key: "security.enabled",
@@ -622,6 +634,16 @@ mod tests {
         assert!(c.describe().contains("client_secret = \"(set, not shown)\""));
         assert!(!format!("{c:?}").contains("0123456789"));
         assert!(Config::default().describe().contains("client_secret = \"\""));
+    }
+
+    #[test]
+    fn the_reference_documents_every_default() {
+        let doc = include_str!("../../../docs/configuration.md");
+        let defaults = Config::default().describe();
+        assert!(
+            doc.contains(defaults.trim()),
+            "docs/configuration.md is out of date: paste `vigie config` into it:\n{defaults}"
+        );
     }
 
     #[test]

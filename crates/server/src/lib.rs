@@ -3,10 +3,12 @@
 
 pub mod api;
 pub mod config;
+mod http;
 pub mod ingest;
 pub mod metrics;
 mod retention;
 pub mod security;
+pub mod tls;
 pub mod twin;
 
 use std::net::SocketAddr;
@@ -94,6 +96,16 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
     let config = Arc::new(config);
     // Checked first: a wrong [sso] section stops the start before anything runs.
     let sso = security::oidc::Oidc::from_config(&config.sso, config.security.enabled)?.map(Arc::new);
+    // Certificates first: a bad file stops the start before anything runs.
+    let tls = match tls::CertificateFiles::from_config(&config.tls) {
+        Some(files) => {
+            let cert = Arc::new(tls::ReloadingCert::load(files, tls::provider())?);
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls::http_server_config(Arc::clone(&cert))?);
+            tracing::info!(cert = %config.tls.cert_file, sha256 = %cert.fingerprint(), "TLS certificate loaded");
+            Some((cert, acceptor))
+        }
+        None => None,
+    };
     let store = open_store(&config.store).await?;
     let twin = Arc::new(load_twin(store.as_ref()).await?);
     tracing::info!(entities = twin.len(), "twin loaded");
@@ -199,18 +211,19 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
         sso,
     };
     let http_addr = http.local_addr()?;
-    let app = api::router(state, extra);
-    let http = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(http, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-            {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        })
-    };
+    let app = api::hardening::harden(api::router(state, extra), tls.is_some(), &config.http);
+    let acceptor = tls.map(|(cert, acceptor)| {
+        let interval = std::time::Duration::from_secs(config.tls.reload_interval_secs);
+        tokio::spawn(cert.watch(interval, stop.clone()));
+        acceptor
+    });
+    http::log_exposure(http_addr, acceptor.is_some());
+    let http = tokio::spawn(http::serve(
+        http,
+        app,
+        http::ServeOptions::new(&config, acceptor),
+        stop.clone(),
+    ));
     tracing::info!(%http_addr, ?mqtt_addr, "Vigie is serving");
     Ok(Running {
         http_addr,

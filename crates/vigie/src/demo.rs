@@ -139,6 +139,7 @@ async fn demo_access(running: &vigie_server::Running) -> anyhow::Result<DemoAcce
 
 pub async fn run(args: DemoArgs, stop: CancellationToken) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    // The demo never uses TLS: it is for one machine (start() warns if --http is not loopback).
     let mut config = Config::default();
     config.store.url = format!("sqlite://{}", args.data.join("vigie.db").display());
     config.http.listen = args.http;
@@ -200,7 +201,8 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> anyhow::Result<()> 
          \n  Health     http://{http}/health\
          \n  MQTT       mqtt://{mqtt} (embedded broker; plain, for localhost)\
          \n  Fault      curl -X POST http://{http}/api/v1/demo/faults -H \"Authorization: Bearer $VIGIE_TOKEN\" -H 'content-type: application/json' -d '{{\"fault\":\"cabinet-power-cut\"}}'\
-         \n\nData in {}. Ctrl-C stops cleanly.\n",
+         \n\nPlain HTTP on localhost only: configure [tls] for production (`vigie serve`, docs/security.md).\
+         \nData in {}. Ctrl-C stops cleanly.\n",
         running.twin.len(),
         started.elapsed().as_secs_f64(),
         access.login,

@@ -92,7 +92,13 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
     let stop = shutdown_signal();
     let running = vigie_server::start(config, listener, axum::Router::new()).await?;
-    println!("Vigie is serving on http://{}", running.http_addr);
+    // start() logs how the API is exposed, with a warning for plain HTTP beyond localhost.
+    let scheme = if running.config().tls.enabled() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("Vigie is serving on {scheme}://{}", running.http_addr);
     stop.cancelled().await;
     running.shutdown().await;
     Ok(())

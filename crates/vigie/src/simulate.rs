@@ -21,6 +21,10 @@ pub struct SimulateArgs {
     /// Provision the city's devices and entities into this Vigie first (e.g. http://127.0.0.1:8080).
     #[arg(long)]
     vigie: Option<String>,
+    /// A token of that Vigie allowed to manage devices and write entities
+    /// everywhere (`vigie admin issue-token simulator --role administrator`).
+    #[arg(long, env = "VIGIE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Write the IoT Agent provisioning document to this file and exit.
     #[arg(long)]
     write_provisioning: Option<std::path::PathBuf>,
@@ -33,8 +37,14 @@ pub struct SimulateArgs {
 }
 
 /// Provisions through the public APIs: IoT Agent devices, then NGSI-LD batch upserts.
-async fn provision(base: &str, city: &City) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
+async fn provision(base: &str, token: Option<&str>, city: &City) -> anyhow::Result<()> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .context("the token is not a valid header value")?;
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    let http = reqwest::Client::builder().default_headers(headers).build()?;
     let base = base.trim_end_matches('/');
     for chunk in city.devices().chunks(5_000) {
         let res = http
@@ -84,7 +94,7 @@ pub async fn run(args: SimulateArgs, stop: CancellationToken) -> anyhow::Result<
         return Ok(());
     }
     if let Some(base) = &args.vigie {
-        provision(base, &city).await?;
+        provision(base, args.token.as_deref(), &city).await?;
     }
     let mut sim = Simulator::new(city, args.seed, jiff::Timestamp::now());
     let (fault_tx, fault_rx) = mpsc::channel(64);

@@ -43,11 +43,10 @@ async fn provision(
         .map(|d| d.validate().map_err(|e| ApiError::BadRequestData(e.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
     for d in &devices {
-        s.security.check_in(&caller, Action::ManageDevices, d.scope.as_ref())?;
+        caller.check_in(Action::ManageDevices, d.scope.as_ref())?;
         // Replacing a device moves it: its current scope must be the caller's too.
         if let Some(current) = s.registry.get(&d.device_id) {
-            s.security
-                .check_in(&caller, Action::ManageDevices, current.scope.as_ref())?;
+            caller.check_in(Action::ManageDevices, current.scope.as_ref())?;
         }
     }
     s.store.put_devices(&devices).await?;
@@ -61,9 +60,7 @@ async fn list(State(s): State<AppState>, caller: Caller, params: Params) -> Resu
     caller.check(Action::ReadDevices)?;
     let limit = params.usize("limit")?.unwrap_or(20).min(1000);
     let offset = params.usize("offset")?.unwrap_or(0);
-    let (devices, count) = s
-        .registry
-        .list(|d| s.security.sees(&caller, d.scope.as_ref()), offset, limit);
+    let (devices, count) = s.registry.list(|d| caller.sees(d.scope.as_ref()), offset, limit);
     Ok(Json(json!({"count": count, "devices": devices})))
 }
 
@@ -75,7 +72,7 @@ async fn show(
     caller.check(Action::ReadDevices)?;
     s.registry
         .get(&device_id)
-        .filter(|d| s.security.sees(&caller, d.scope.as_ref()))
+        .filter(|d| caller.sees(d.scope.as_ref()))
         .map(|d| Json(json!(*d)))
         .ok_or_else(|| ApiError::NotFound(format!("no device '{device_id}'")))
 }
@@ -89,10 +86,9 @@ async fn remove(
     let device = s
         .registry
         .get(&device_id)
-        .filter(|d| s.security.sees(&caller, d.scope.as_ref()))
+        .filter(|d| caller.sees(d.scope.as_ref()))
         .ok_or_else(|| ApiError::NotFound(format!("no device '{device_id}'")))?;
-    s.security
-        .check_in(&caller, Action::ManageDevices, device.scope.as_ref())?;
+    caller.check_in(Action::ManageDevices, device.scope.as_ref())?;
     if !s.store.delete_device(&device_id).await? {
         return Err(ApiError::NotFound(format!("no device '{device_id}'")));
     }

@@ -1,13 +1,14 @@
 //! Every API failure, mapped once to an NGSI-LD ProblemDetails response.
 
-use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::ingest::WriteError;
 
-const ERROR_BASE: &str = "https://uri.etsi.org/ngsi-ld/errors/";
+pub(crate) const ERROR_BASE: &str = "https://uri.etsi.org/ngsi-ld/errors/";
+/// The media type of every error body (RFC 9457).
+pub const PROBLEM_JSON: &str = "application/problem+json";
 /// Vigie's own error types, for what NGSI-LD does not name (access control).
 const VIGIE_ERROR_BASE: &str = "urn:vigie:error:";
 
@@ -93,7 +94,12 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(error = %self, "request refused");
         }
-        (status, Json(self.problem())).into_response()
+        (
+            status,
+            [(header::CONTENT_TYPE, PROBLEM_JSON)],
+            self.problem().to_string(),
+        )
+            .into_response()
     }
 }
 
@@ -116,5 +122,21 @@ impl From<WriteError> for ApiError {
 impl From<vigie_store::StoreError> for ApiError {
     fn from(e: vigie_store::StoreError) -> Self {
         Self::Internal(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_details_never_reach_the_client() {
+        let e =
+            ApiError::Internal("error returned from database: UPDATE entities SET x = 1 (/var/lib/vigie.db)".into());
+        let body = e.problem().to_string();
+        assert!(!body.contains("UPDATE") && !body.contains("/var/lib"), "{body}");
+        let res = e.into_response();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(res.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
     }
 }

@@ -4,13 +4,13 @@
 mod accounts;
 mod devices;
 pub mod error;
+pub mod hardening;
 mod ngsi;
 mod ops;
 mod sso;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
@@ -18,8 +18,6 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::{Router, body::Bytes};
 use serde_json::Value;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use vigie_store::Store;
 
@@ -64,12 +62,9 @@ pub fn router(state: AppState, extra: Router) -> Router {
         .merge(sso::public_routes())
         .with_state(state)
         .merge(extra)
+        // Timeouts, panics and the rest of the hardening wrap the whole
+        // application, extra routes included: see `hardening::harden`.
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(limits.request_timeout_secs),
-        ))
-        .layer(CatchPanicLayer::new())
         .layer(TraceLayer::new_for_http())
 }
 

@@ -29,6 +29,10 @@ pub fn public_routes() -> Router<AppState> {
 /// 200 when the store answers, 503 otherwise, with what an operator checks first.
 async fn health(State(s): State<AppState>) -> impl IntoResponse {
     let store = s.store.count_dead_letters().await;
+    if let Err(e) = &store {
+        // The engine's message (SQL, paths) is for the log, not for whoever polls /health.
+        tracing::warn!(error = %e, "health check: the store does not answer");
+    }
     let mqtt = s.metrics.mqtt_connected.load(Ordering::Relaxed) == 1;
     if let Err(e) = &store {
         tracing::error!(error = %e, "health check: the store does not answer");

@@ -208,7 +208,10 @@ impl Writer {
                     tracing::error!(error = %e, points = prepared.batch.history.len(), "store commit failed; retrying");
                     // HTTP writers are told now rather than kept waiting.
                     for (reply, _) in prepared.replies.drain(..) {
-                        let _ = reply.send(Err(WriteError::Unavailable(e.to_string())));
+                        // The store's own words (SQL, paths) stay in the log above.
+                        let _ = reply.send(Err(WriteError::Unavailable(
+                            "the store cannot commit writes at the moment; the cause is in the server log".into(),
+                        )));
                     }
                     if stop.is_cancelled() {
                         tracing::warn!(

@@ -166,32 +166,13 @@ impl Security {
         }
     }
 
-    /// Whether role and scope let the principal see an entity in `scope`:
+    /// Whether role and scope let the principal read an entity in `scope`:
     /// personal-data business lines (CCTV by default) are hidden from roles
-    /// that may not read personal data, as if out of scope.
+    /// that may not read personal data, as if out of scope. (Writes and
+    /// devices follow the grant alone: `Principal::check_in`.)
     pub fn sees(&self, principal: &Principal, scope: Option<&Scope>) -> bool {
         principal.sees(scope)
             && (principal.role.allows(vigie_core::Action::ReadPersonalData) || !self.is_personal(scope))
-    }
-
-    /// Whether the principal may perform `action` on something in `scope`:
-    /// role, grant, and the personal-data rule of [`Security::sees`].
-    pub fn check_in(
-        &self,
-        principal: &Principal,
-        action: vigie_core::Action,
-        scope: Option<&Scope>,
-    ) -> Result<(), ApiError> {
-        principal.check_in(action, scope)?;
-        if self.sees(principal, scope) {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden(format!(
-                "{} holds personal data, which the role {} may not read",
-                scope.map_or_else(String::new, Scope::to_ngsi),
-                principal.role
-            )))
-        }
     }
 
     /// Whether entities in `scope` hold personal data (reads are audited).

@@ -1,6 +1,8 @@
 //! Test harness: real servers on port 0, a real SQLite file, real brokers.
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::net::TcpListener as StdListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

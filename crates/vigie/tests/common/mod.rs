@@ -95,6 +95,31 @@ pub fn db_path(data: &Path) -> PathBuf {
     data.join("vigie.db")
 }
 
+/// A service token for the store of `config`, issued by `vigie admin issue-token`.
+pub fn admin_token(config: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_vigie"))
+        .args([
+            "admin",
+            "issue-token",
+            "test harness",
+            "--role",
+            "administrator",
+            "--config",
+        ])
+        .arg(config)
+        .env("VIGIE_LOG", "warn")
+        .output()
+        .expect("run vigie admin");
+    assert!(
+        out.status.success(),
+        "vigie admin failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(token.starts_with("vgs_"), "not a token: {token}");
+    token
+}
+
 /// `vigie serve --config FILE` as a child process; its standard error (the
 /// log) is collected, its HTTP address read from standard output.
 pub struct Vigie {
@@ -107,6 +132,7 @@ pub struct Vigie {
 impl Vigie {
     /// Starts the binary and waits until `/health` answers 200 (at most 20 s).
     pub async fn start(config: &Path) -> Self {
+        let token = admin_token(config);
         let mut child = Command::new(env!("CARGO_BIN_EXE_vigie"))
             .arg("serve")
             .arg("--config")
@@ -151,11 +177,19 @@ impl Vigie {
                 panic!("vigie did not print its address: {}", log.lock().unwrap());
             }
         };
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).expect("token header"),
+        );
         let v = Self {
             child,
             base,
             log,
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .expect("client"),
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
