@@ -773,7 +773,7 @@ fn transport(ca_file: &str, https_issuer: bool) -> Result<Transport, SsoError> {
         http.enforce_http(true);
         return Ok(Transport::Plain(Client::builder(TokioExecutor::new()).build(http)));
     }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| SsoError::Config(format!("TLS: {e}")))?
         .with_root_certificates(roots)
