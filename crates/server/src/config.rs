@@ -31,6 +31,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub security: SecurityConfig,
     pub audit: AuditConfig,
+    pub sso: SsoConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -123,6 +124,93 @@ impl Default for SecurityConfig {
 pub struct AuditConfig {
     pub anchor_file: String,
 }
+
+/// OpenID Connect single sign-on (`[sso]`): who may log in, and with which
+/// role and scope, comes from the provider's claims.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SsoConfig {
+    pub enabled: bool,
+    pub issuer: String,
+    pub client_id: String,
+    /// Never logged nor printed (`vigie config` shows whether it is set).
+    #[serde(deserialize_with = "scalar_as_string")]
+    pub client_secret: String,
+    pub token_endpoint_auth: String,
+    pub redirect_url: String,
+    pub scopes: String,
+    pub username_claim: String,
+    pub role_claim: String,
+    pub role_map: BTreeMap<String, String>,
+    pub communes_claim: String,
+    pub business_lines_claim: String,
+    pub ca_file: String,
+}
+
+impl Default for SsoConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            issuer: String::new(),
+            client_id: String::new(),
+            client_secret: String::new(),
+            token_endpoint_auth: "client_secret_basic".into(),
+            redirect_url: String::new(),
+            scopes: "openid profile email".into(),
+            username_claim: "preferred_username".into(),
+            role_claim: "vigie_role".into(),
+            role_map: BTreeMap::new(),
+            communes_claim: "vigie_communes".into(),
+            business_lines_claim: "vigie_business_lines".into(),
+            ca_file: String::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for SsoConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SsoConfig")
+            .field("enabled", &self.enabled)
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &if self.client_secret.is_empty() { "" } else { "(set)" },
+            )
+            .field("token_endpoint_auth", &self.token_endpoint_auth)
+            .field("redirect_url", &self.redirect_url)
+            .field("scopes", &self.scopes)
+            .field("username_claim", &self.username_claim)
+            .field("role_claim", &self.role_claim)
+            .field("role_map", &self.role_map)
+            .field("communes_claim", &self.communes_claim)
+            .field("business_lines_claim", &self.business_lines_claim)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+/// A secret from the environment may look like a TOML number or boolean
+/// (`VIGIE_SSO_CLIENT_SECRET=123456`): take it as the text it is.
+fn scalar_as_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Integer(i64),
+        Float(f64),
+        Bool(bool),
+    }
+    Ok(match Scalar::deserialize(d)? {
+        Scalar::Text(s) => s,
+        Scalar::Integer(n) => n.to_string(),
+        Scalar::Float(x) => x.to_string(),
+        Scalar::Bool(b) => b.to_string(),
+    })
+}
+
+/// Settings whose values `vigie config` never prints.
+const SECRET_SETTINGS: &[&str] = &["sso.client_secret"];
 
 /// Certificate files shared by HTTPS and MQTTS. Empty paths: plain HTTP and MQTT.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -369,6 +457,58 @@ pub const SETTINGS: &[Setting] = &[
         key: "audit.anchor_file",
         doc: "Where the audit trail's head (last seq and hash) is kept, outside the database; empty: the SQLite file's path + .audit-head.",
     },
+    Setting {
+        key: "sso.enabled",
+        doc: "Offer OpenID Connect single sign-on on the login page (needs security.enabled).",
+    },
+    Setting {
+        key: "sso.issuer",
+        doc: "The OpenID provider's issuer URL (https; http only on a loopback address, for tests); its /.well-known/openid-configuration is read.",
+    },
+    Setting {
+        key: "sso.client_id",
+        doc: "Vigie's client id at the provider.",
+    },
+    Setting {
+        key: "sso.client_secret",
+        doc: "Vigie's client secret at the provider; better given in the environment. Never logged nor printed.",
+    },
+    Setting {
+        key: "sso.token_endpoint_auth",
+        doc: "How Vigie authenticates at the token endpoint, as registered at the provider: client_secret_basic or client_secret_post.",
+    },
+    Setting {
+        key: "sso.redirect_url",
+        doc: "The callback registered at the provider: Vigie's public address followed by /auth/sso/callback, e.g. https://vigie.example/auth/sso/callback.",
+    },
+    Setting {
+        key: "sso.scopes",
+        doc: "Scopes asked of the provider, space-separated; must include openid, and whatever scope releases the claims below.",
+    },
+    Setting {
+        key: "sso.username_claim",
+        doc: "Claim holding the account name (lowercased; 1 to 64 of a-z 0-9 . - _ @).",
+    },
+    Setting {
+        key: "sso.role_claim",
+        doc: "Claim holding the Vigie role: a role name, or a value of sso.role_map (a string, or an array of which exactly one role results). No valid role: login refused.",
+    },
+    Setting {
+        key: "sso.role_map",
+        doc: "Claim values to Vigie roles, e.g. { \"police-municipale\" = \"supervisor\" }; role names are also accepted as they are.",
+    },
+    Setting {
+        key: "sso.communes_claim",
+        doc: "Claim holding the communes granted: \"*\", \"a,b\" or a JSON array. Missing: login refused.",
+    },
+    Setting {
+        key: "sso.business_lines_claim",
+        doc: "Claim holding the business lines granted: \"*\", \"x,y\" or a JSON array. Missing: login refused.",
+    },
+    Setting {
+        key: "sso.ca_file",
+        doc: "PEM CA certificates trusted for the provider besides the system's (a private PKI); empty for the system's only.",
+    },
 ];
 
 impl Config {
@@ -439,6 +579,11 @@ impl Config {
                 .get(sec)
                 .and_then(|t| t.get(key))
                 .map_or_else(|| "\"\"".to_owned(), |v| v.to_string());
+            let value = if SECRET_SETTINGS.contains(&s.key) && value != "\"\"" {
+                "\"(set, not shown)\"".to_owned()
+            } else {
+                value
+            };
             let env = format!("VIGIE_{}", s.key.replacen('.', "_", 1).to_ascii_uppercase());
             out.push_str(&format!("# {} (env {env})\n{key} = {value}\n", s.doc));
         }
@@ -483,6 +628,24 @@ mod tests {
         assert_eq!(c.ingest.batch_max, 100);
         assert_eq!(c.history.retention_per_attribute["speed"], 30);
         assert!(c.describe().contains("VIGIE_INGEST_BATCH_MAX"));
+    }
+
+    #[test]
+    fn the_sso_client_secret_comes_from_the_environment_and_is_never_shown() {
+        let env = [
+            ("VIGIE_SSO_CLIENT_SECRET".to_owned(), "0123456789".to_owned()),
+            (
+                "VIGIE_SSO_ROLE_MAP".to_owned(),
+                "{ \"police-municipale\" = \"supervisor\" }".to_owned(),
+            ),
+        ];
+        let c = Config::load(None, env).unwrap();
+        assert_eq!(c.sso.client_secret, "0123456789", "digits stay text");
+        assert_eq!(c.sso.role_map["police-municipale"], "supervisor");
+        assert!(!c.describe().contains("0123456789"));
+        assert!(c.describe().contains("client_secret = \"(set, not shown)\""));
+        assert!(!format!("{c:?}").contains("0123456789"));
+        assert!(Config::default().describe().contains("client_secret = \"\""));
     }
 
     #[test]

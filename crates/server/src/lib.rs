@@ -97,6 +97,8 @@ pub struct Running {
 /// `extra` routes are served beside the API (the demo's fault injection).
 pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> anyhow::Result<Running> {
     let config = Arc::new(config);
+    // Checked first: a wrong [sso] section stops the start before anything runs.
+    let sso = security::oidc::Oidc::from_config(&config.sso, config.security.enabled)?.map(Arc::new);
     // Certificates first: a bad file stops the start before anything runs.
     let tls = match tls::CertificateFiles::from_config(&config.tls) {
         Some(files) => {
@@ -223,6 +225,7 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
         metrics: Arc::clone(&metrics),
         security: Arc::clone(&security),
         audit: Arc::clone(&audit),
+        sso,
     };
     let http_addr = http.local_addr()?;
     let app = api::hardening::harden(api::router(state, extra), tls.is_some(), &config.http);

@@ -90,7 +90,7 @@ fn session_json(account: &Account, session: &Session) -> Value {
 }
 
 /// Escapes text for HTML.
-fn escape(s: &str) -> String {
+pub(super) fn escape(s: &str) -> String {
     s.chars().fold(String::with_capacity(s.len()), |mut out, c| {
         match c {
             '&' => out.push_str("&amp;"),
@@ -104,7 +104,7 @@ fn escape(s: &str) -> String {
     })
 }
 
-fn page(title: &str, body: &str) -> String {
+pub(super) fn page(title: &str, body: &str) -> String {
     format!(
         "<!doctype html>\n<html lang=\"fr\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -113,10 +113,16 @@ fn page(title: &str, body: &str) -> String {
     )
 }
 
-fn login_form(csrf: &str, error: Option<&str>) -> String {
+fn login_form(csrf: &str, error: Option<&str>, sso: bool) -> String {
     let error = error
         .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e)))
         .unwrap_or_default();
+    let sso = if sso {
+        "<p><a href=\"/auth/sso/login\">Se connecter avec l'authentification unique (SSO) \
+         <span lang=\"en\">(single sign-on)</span></a></p>"
+    } else {
+        ""
+    };
     page(
         "Connexion — Vigie",
         &format!(
@@ -126,7 +132,7 @@ fn login_form(csrf: &str, error: Option<&str>) -> String {
              <input name=\"username\" autocomplete=\"username\" required maxlength=\"64\" autofocus></label>\
              <label>Mot de passe <span lang=\"en\">(password)</span>\
              <input name=\"password\" type=\"password\" autocomplete=\"current-password\" required maxlength=\"128\"></label>\
-             <button type=\"submit\">Se connecter <span lang=\"en\">(log in)</span></button></form>"
+             <button type=\"submit\">Se connecter <span lang=\"en\">(log in)</span></button></form>{sso}"
         ),
     )
 }
@@ -174,7 +180,7 @@ async fn login_page(State(s): State<AppState>, headers: HeaderMap) -> Result<Res
         return Ok(Html(logged_in_page(&account, &session)).into_response());
     }
     let csrf = random_token().map_err(|e| ApiError::Internal(format!("random generator: {e}")))?;
-    let mut res = Html(login_form(&csrf, None)).into_response();
+    let mut res = Html(login_form(&csrf, None, s.sso.is_some())).into_response();
     res.headers_mut().insert(
         header::SET_COOKIE,
         s.security.cookie_header(LOGIN_CSRF_COOKIE, Some(&csrf), 3600),
@@ -252,7 +258,7 @@ async fn login(
                 _ => "Identifiant ou mot de passe incorrect. (Wrong user name or password.)",
             };
             let csrf = crate::security::cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or("");
-            Ok((status, Html(login_form(&escape(csrf), Some(message)))).into_response())
+            Ok((status, Html(login_form(&escape(csrf), Some(message), s.sso.is_some()))).into_response())
         }
         Err(e) => Err(e.into()),
     }

@@ -72,13 +72,14 @@ pub fn security_headers(headers: &mut HeaderMap, tls: bool) {
     }
 }
 
-/// An error response that is not JSON came from the framework or a layer,
-/// not from a handler: it becomes a ProblemDetails, its other headers (Allow
-/// on 405) kept.
+/// An error response that is neither JSON nor HTML came from the framework
+/// or a layer, not from a handler (handlers answer ProblemDetails, and the
+/// browser pages of login and single sign-on answer HTML): it becomes a
+/// ProblemDetails, its other headers (Allow on 405) kept.
 async fn problem_for_framework_errors(req: Request<Body>, next: Next) -> Response {
     let res = next.run(req).await;
     let status = res.status();
-    if !(status.is_client_error() || status.is_server_error()) || is_json(res.headers()) {
+    if !(status.is_client_error() || status.is_server_error()) || is_json(res.headers()) || is_html(res.headers()) {
         return res;
     }
     let (mut parts, body) = res.into_parts();
@@ -100,6 +101,13 @@ async fn problem_for_framework_errors(req: Request<Body>, next: Next) -> Respons
         .headers
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     Response::from_parts(parts, Body::from(problem.to_string()))
+}
+
+fn is_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().to_ascii_lowercase().starts_with("text/html"))
 }
 
 fn is_json(headers: &HeaderMap) -> bool {

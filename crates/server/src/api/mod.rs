@@ -8,6 +8,7 @@ pub mod error;
 pub mod hardening;
 mod ngsi;
 mod ops;
+mod sso;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub security: Arc<crate::security::Security>,
     pub audit: Arc<crate::audit::Audit>,
+    /// OpenID Connect single sign-on, when `[sso]` enables it.
+    pub sso: Option<Arc<crate::security::oidc::Oidc>>,
 }
 
 /// Vigie's routes: the protected ones (and `extra`, e.g. the demo's) behind
@@ -59,6 +62,7 @@ pub fn router(state: AppState, extra: Router) -> Router {
         .merge(protected)
         .merge(ops::public_routes())
         .merge(accounts::public_routes())
+        .merge(sso::public_routes())
         .with_state(state)
         .merge(extra)
         // Timeouts, panics and the rest of the hardening wrap the whole

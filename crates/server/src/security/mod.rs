@@ -15,6 +15,7 @@
 
 mod keys;
 mod login;
+pub mod oidc;
 pub mod secrets;
 mod sessions;
 
