@@ -2,7 +2,9 @@
 //! payloads and query language, geo predicates and the device-side payload
 //! decoders. Nothing here does I/O, so all of it is unit-tested and fuzzed.
 
+pub mod acl;
 pub mod attributes;
+pub mod credentials;
 pub mod decode;
 pub mod device;
 pub mod entity;
@@ -10,7 +12,7 @@ pub mod ngsi;
 pub mod scope;
 
 pub use attributes::Attributes;
-pub use device::{AttributeMapping, Device, DeviceError, Transport};
+pub use device::{AttributeMapping, Device, DeviceError, DeviceSpec, Transport};
 pub use entity::{Attribute, AttributeKind, Entity, EntityId, EntityIdError, Observation};
 pub use scope::{BusinessLine, CommuneId, Scope, ScopeError};
 
