@@ -69,6 +69,12 @@ impl Secret {
         Ok(Self(password))
     }
 
+    /// A secret as configured for Vigie's own login on an external broker:
+    /// not checked, that broker's rules apply.
+    pub fn from_configured(password: String) -> Self {
+        Self(password)
+    }
+
     /// A generated secret: the random bytes in lowercase hex.
     pub fn from_random(bytes: [u8; GENERATED_SECRET_BYTES]) -> Self {
         Self(hex(&bytes))

@@ -75,12 +75,27 @@ async fn inject_fault(State(desk): State<FaultDesk>, Json(body): Json<Value>) ->
     (StatusCode::ACCEPTED, Json(json!({"fault": text, "target": target})))
 }
 
+/// The MQTT gateway identity (username and client id) of the demo's simulator.
+const SIM_GATEWAY: &str = "vigie-sim";
+
 pub async fn run(args: DemoArgs, stop: CancellationToken) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let mut config = Config::default();
     config.store.url = format!("sqlite://{}", args.data.join("vigie.db").display());
     config.http.listen = args.http;
     config.mqtt.embedded_listen = args.mqtt;
+    // The simulator plays 34,000 devices through one MQTT connection: it logs
+    // in as a gateway allowed on the device topics, with a secret made for
+    // this run. Real devices still need their own credentials.
+    let (sim_secret, sim_hash) = vigie_server::ingest::gatekeeper::new_secret()?;
+    config.mqtt.gateways.insert(
+        SIM_GATEWAY.into(),
+        vigie_server::config::GatewayConfig {
+            password_hash: sim_hash.to_string(),
+            publish: vec!["/+/+/attrs".into(), "application/+/device/+/event/+".into()],
+            subscribe: vec![],
+        },
+    );
 
     let city_config = CityConfig {
         seed: args.seed,
@@ -118,9 +133,10 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> anyhow::Result<()> 
         sim,
         PublishOptions {
             broker_url: format!("mqtt://127.0.0.1:{}", mqtt.port()),
-            client_id: "vigie-demo-city".into(),
+            client_id: SIM_GATEWAY.into(),
             speed: args.speed,
             qos: Qos::AtLeastOnce,
+            credentials: Some((SIM_GATEWAY.into(), sim_secret)),
         },
         fault_rx,
         sim_stop.clone().cancelled_owned(),
@@ -133,7 +149,7 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> anyhow::Result<()> 
          \n  One light  http://{http}/ngsi-ld/v1/entities/{a_light}\
          \n  Vehicles   http://{http}/ngsi-ld/v1/entities?type=Vehicle&options=keyValues&attrs=location,speed\
          \n  Health     http://{http}/health        Metrics http://{http}/metrics\
-         \n  MQTT       mqtt://{mqtt} (embedded broker; plain, for localhost)\
+         \n  MQTT       mqtt://{mqtt} (embedded broker; plain, for localhost; devices log in with their device_id and password)\
          \n  Fault      curl -X POST http://{http}/api/v1/demo/faults -H 'content-type: application/json' -d '{{\"fault\":\"cabinet-power-cut\"}}'\
          \n\nData in {}. Ctrl-C stops cleanly.\n",
         running.twin.len(),
