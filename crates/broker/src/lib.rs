@@ -1,7 +1,10 @@
 //! Vigie's embedded MQTT broker: [rmqtt] 0.24 running inside the caller's
 //! tokio runtime, so `vigie demo` needs no external broker.
 //!
-//! One plain-TCP listener speaks MQTT 3.1.1 and 5. Shared subscriptions
+//! One plain-TCP listener speaks MQTT 3.1.1 and 5, optionally with an MQTTS
+//! listener in front of it ([`TlsListenerConfig`]). Who may connect, publish
+//! and subscribe is decided by a [`Gatekeeper`] when the broker is started
+//! with [`EmbeddedBroker::start_with_gatekeeper`]. Shared subscriptions
 //! (`$share/{group}/{filter}`, round-robin, connected members first) and
 //! retained messages (in memory) are enabled. Nothing is persisted: sessions,
 //! queues and retained messages live as long as the [`EmbeddedBroker`].
