@@ -1,7 +1,10 @@
 //! Vigie's embedded MQTT broker: [rmqtt] 0.24 running inside the caller's
 //! tokio runtime, so `vigie demo` needs no external broker.
 //!
-//! One plain-TCP listener speaks MQTT 3.1.1 and 5. Shared subscriptions
+//! One plain-TCP listener speaks MQTT 3.1.1 and 5, optionally with an MQTTS
+//! listener in front of it ([`TlsListenerConfig`]). Who may connect, publish
+//! and subscribe is decided by a [`Gatekeeper`] when the broker is started
+//! with [`EmbeddedBroker::start_with_gatekeeper`]. Shared subscriptions
 //! (`$share/{group}/{filter}`, round-robin, connected members first) and
 //! retained messages (in memory) are enabled. Nothing is persisted: sessions,
 //! queues and retained messages live as long as the [`EmbeddedBroker`].
@@ -41,7 +44,12 @@
 //!
 //! [rmqtt]: https://github.com/rmqtt/rmqtt
 
+mod auth;
 mod extensions;
+mod tls;
+
+pub use auth::{Client, ConnectAttempt, Gatekeeper, Refusal};
+pub use tls::{TlsError, TlsListenerConfig, load_server_config};
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::num::NonZeroU16;
@@ -49,6 +57,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rmqtt::context::ServerContext;
+use rmqtt::hook::Type;
 use rmqtt::net::Builder;
 use rmqtt::router::DefaultRouter;
 use rmqtt::server::MqttServer;
@@ -56,7 +65,9 @@ use rmqtt::shared::DefaultShared;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
+use crate::auth::{GatekeeperHook, TlsPeers};
 use crate::extensions::{MemoryRetainStorage, RoundRobinSharedSubscription};
+use crate::tls::TlsListener;
 
 /// Settings of the embedded broker. Every field has a documented default
 /// (see [`BrokerConfig::default`]).
@@ -90,6 +101,9 @@ pub struct BrokerConfig {
     /// How long [`EmbeddedBroker::shutdown`] waits for client connections to
     /// close before giving up on them. Default: 5 seconds.
     pub shutdown_timeout: Duration,
+    /// A second, MQTTS listener (TLS terminated in front of the plain one,
+    /// see [`TlsListenerConfig`]); `None`: plain MQTT only. Default: `None`.
+    pub tls: Option<TlsListenerConfig>,
 }
 
 impl Default for BrokerConfig {
@@ -103,6 +117,7 @@ impl Default for BrokerConfig {
             max_session_expiry: Duration::from_secs(2 * 60 * 60),
             message_expiry: Duration::from_secs(24 * 60 * 60),
             shutdown_timeout: Duration::from_secs(5),
+            tls: None,
         }
     }
 }
@@ -127,6 +142,9 @@ pub enum BrokerError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// The MQTTS certificate, key or client CA could not be loaded.
+    #[error("MQTTS: {0}")]
+    Tls(#[from] TlsError),
     /// rmqtt failed to set the listener up for another reason.
     #[error("cannot start the MQTT listener on {addr}: {message}")]
     Listener {
@@ -142,6 +160,7 @@ pub enum BrokerError {
 #[derive(Debug)]
 pub struct EmbeddedBroker {
     local_addr: SocketAddr,
+    tls: Option<TlsListener>,
     scx: ServerContext,
     /// The task running rmqtt's accept loop; it owns the listening socket.
     server: JoinHandle<()>,
@@ -149,11 +168,30 @@ pub struct EmbeddedBroker {
 }
 
 impl EmbeddedBroker {
-    /// Binds the listener and starts serving in the current tokio runtime.
+    /// Binds the listener and starts serving in the current tokio runtime,
+    /// open to any client (no authentication, no ACL).
     ///
     /// Returns once the socket is listening: connections made after this
     /// returns are accepted.
     pub async fn start(config: BrokerConfig) -> Result<Self, BrokerError> {
+        Self::start_inner(config, None).await
+    }
+
+    /// Like [`start`](Self::start), with every CONNECT, PUBLISH and
+    /// SUBSCRIBE decided by `gatekeeper` (clients without a username are
+    /// asked about too: they may carry a client certificate). Refused
+    /// CONNECTs get "bad user name or password" or "not authorized";
+    /// refused PUBLISHes get PUBACK "not authorized" (MQTT 5) or are
+    /// acknowledged and dropped (MQTT 3.1.1, which has no negative PUBACK);
+    /// refused SUBSCRIBEs get SUBACK "not authorized" / failure (0x80).
+    pub async fn start_with_gatekeeper(
+        config: BrokerConfig,
+        gatekeeper: Arc<dyn Gatekeeper>,
+    ) -> Result<Self, BrokerError> {
+        Self::start_inner(config, Some(gatekeeper)).await
+    }
+
+    async fn start_inner(config: BrokerConfig, gatekeeper: Option<Arc<dyn Gatekeeper>>) -> Result<Self, BrokerError> {
         let addr = config.listen;
         let max_inflight = NonZeroU16::new(config.max_inflight).ok_or(BrokerError::InvalidConfig {
             setting: "max_inflight",
@@ -195,6 +233,23 @@ impl EmbeddedBroker {
             .await;
         *scx.extends.shared_subscription_mut().await = Box::new(RoundRobinSharedSubscription::default());
         *scx.extends.retain_mut().await = Box::new(MemoryRetainStorage::default());
+        let tls_peers = TlsPeers::default();
+        let guarded = gatekeeper.is_some();
+        if let Some(gatekeeper) = gatekeeper {
+            let register = scx.extends.hook_mgr().register();
+            for typ in [
+                Type::ClientAuthenticate,
+                Type::MessagePublishCheckAcl,
+                Type::ClientSubscribeCheckAcl,
+            ] {
+                let hook = GatekeeperHook {
+                    gatekeeper: Arc::clone(&gatekeeper),
+                    tls_peers: Arc::clone(&tls_peers),
+                };
+                register.add(typ, Box::new(hook)).await;
+            }
+            register.start().await;
+        }
 
         let mut listener = Builder::new()
             .name("vigie/tcp")
@@ -203,6 +258,10 @@ impl EmbeddedBroker {
             // must work; SO_REUSEADDR does not let two live listeners share it.
             .reuseaddr(Some(true))
             .nodelay(true)
+            // With a gatekeeper, CONNECTs without a username are asked about
+            // too (they may carry a client certificate); without one,
+            // everybody is let in.
+            .allow_anonymous(!guarded)
             // rmqtt sizes its handshake queue with this; the session limit
             // proper is `mqtt_max_sessions` above.
             .max_connections(if config.max_connections == 0 {
@@ -243,8 +302,34 @@ impl EmbeddedBroker {
         });
         tracing::info!(%local_addr, "embedded MQTT broker listening (MQTT 3.1.1 and 5)");
 
+        let tls = match config.tls {
+            None => None,
+            Some(tls_config) => {
+                // The proxy reaches the plain listener on loopback when it
+                // listens on every interface.
+                let upstream = match local_addr.ip() {
+                    std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+                        SocketAddr::from((Ipv4Addr::LOCALHOST, local_addr.port()))
+                    }
+                    std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+                        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, local_addr.port()))
+                    }
+                    _ => local_addr,
+                };
+                match TlsListener::start(tls_config, upstream, tls_peers).await {
+                    Ok(listener) => Some(listener),
+                    Err(e) => {
+                        server.abort();
+                        let _ = server.await;
+                        return Err(e);
+                    }
+                }
+            }
+        };
+
         Ok(Self {
             local_addr,
+            tls,
             scx,
             server,
             shutdown_timeout: config.shutdown_timeout,
@@ -257,11 +342,19 @@ impl EmbeddedBroker {
         self.local_addr
     }
 
+    /// The MQTTS listener's address, when one was configured.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().map(|t| t.local_addr)
+    }
+
     /// Stops accepting connections, disconnects every client (MQTT 5 clients
     /// get a DISCONNECT "administrative action"), drops all sessions, and
     /// returns when the connections are closed or after
     /// [`BrokerConfig::shutdown_timeout`]. Never exits the process.
     pub async fn shutdown(self) {
+        if let Some(tls) = self.tls {
+            tls.shutdown().await;
+        }
         // Aborting the accept loop drops rmqtt's listener: the port is
         // released and no new connection is accepted from here on.
         self.server.abort();

@@ -263,6 +263,7 @@ mod tests {
                 type_hint: None,
                 unit_code: Some("WTT".into()),
             }],
+            mqtt_password_hash: None,
         }
     }
 

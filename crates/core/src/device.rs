@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::credentials::{PasswordHash, Secret};
 use crate::{EntityId, Scope};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,6 +56,47 @@ pub struct Device {
     /// Measure mappings; measures not listed keep their own name.
     #[serde(default)]
     pub attributes: Vec<AttributeMapping>,
+    /// The salted hash of the device's MQTT password (its MQTT username is
+    /// its `device_id`); `None`: no password, the device can only connect
+    /// with a client certificate (or through a gateway). See
+    /// [`crate::credentials`] for the scheme.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt_password_hash: Option<PasswordHash>,
+}
+
+/// A device as an operator provisions it: the device, plus optionally its
+/// MQTT password in plain text (`mqtt_password`), which is hashed by
+/// [`DeviceSpec::into_device`] and never stored.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct DeviceSpec {
+    #[serde(flatten)]
+    pub device: Device,
+    /// Never shown by `Debug`.
+    #[serde(default)]
+    pub mqtt_password: Option<Secret>,
+}
+
+impl DeviceSpec {
+    /// Validates the device and hashes its plaintext password with `salt`.
+    /// A device given both a password and a hash is refused: which one was
+    /// meant is unclear.
+    pub fn into_device(self, salt: [u8; crate::credentials::SALT_BYTES]) -> Result<Device, DeviceError> {
+        let mut device = self.device.validate()?;
+        if let Some(password) = self.mqtt_password {
+            if device.mqtt_password_hash.is_some() {
+                return Err(DeviceError::Invalid {
+                    device: device.device_id,
+                    reason: "give mqtt_password or mqtt_password_hash, not both".into(),
+                });
+            }
+            let secret = Secret::new(password.expose().to_owned()).map_err(|e| DeviceError::Invalid {
+                device: device.device_id.clone(),
+                reason: e.to_string(),
+            })?;
+            device.mqtt_password_hash = Some(PasswordHash::new(&secret, salt));
+        }
+        Ok(device)
+    }
 }
 
 impl Device {
@@ -107,6 +149,13 @@ pub struct Provisioning {
     pub devices: Vec<Device>,
 }
 
+/// A provisioning document as received (API body, devices file): devices may
+/// carry a plaintext `mqtt_password`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ProvisioningRequest {
+    pub devices: Vec<DeviceSpec>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +182,48 @@ mod tests {
             Transport::Lorawan {
                 dev_eui: "a81758fffe030001".into()
             }
+        );
+    }
+
+    #[test]
+    fn a_plaintext_password_is_hashed_and_never_serialized() {
+        let doc = json!({"devices": [{
+            "device_id": "SL-000001", "transport": "mqtt", "apikey": "lighting",
+            "entity_name": "urn:ngsi-ld:Streetlight:dijon:000001", "entity_type": "Streetlight",
+            "mqtt_password": "a-long-device-secret"
+        }]});
+        let req: ProvisioningRequest = serde_json::from_value(doc).unwrap();
+        assert!(!format!("{req:?}").contains("a-long-device-secret"));
+        let device = req.devices[0].clone().into_device([3; 16]).unwrap();
+        let hash = device.mqtt_password_hash.as_ref().unwrap();
+        assert!(hash.verify(b"a-long-device-secret"));
+        let stored = serde_json::to_value(&device).unwrap();
+        assert!(!stored.to_string().contains("a-long-device-secret"));
+        assert!(stored["mqtt_password_hash"].as_str().unwrap().starts_with("sha256$"));
+        // What is stored reads back.
+        let back: Device = serde_json::from_value(stored).unwrap();
+        assert_eq!(back, device);
+    }
+
+    #[test]
+    fn weak_or_ambiguous_passwords_are_refused() {
+        let spec = |extra: serde_json::Value| {
+            let mut d = json!({"device_id": "d", "transport": "mqtt", "apikey": "k",
+                "entity_name": "urn:x:1", "entity_type": "T"});
+            d.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            serde_json::from_value::<DeviceSpec>(d).unwrap().into_device([0; 16])
+        };
+        let err = spec(json!({"mqtt_password": "short"})).unwrap_err().to_string();
+        assert!(err.contains("16"), "{err}");
+        let hash = crate::credentials::PasswordHash::new(&Secret::from_random([1; 20]), [2; 16]).to_string();
+        let err = spec(json!({"mqtt_password": "a-long-device-secret", "mqtt_password_hash": hash}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not both"), "{err}");
+        assert!(
+            serde_json::from_value::<DeviceSpec>(json!({"device_id": "d", "transport": "mqtt",
+            "apikey": "k", "entity_name": "urn:x:1", "entity_type": "T", "mqtt_password_hash": "plain"}))
+            .is_err()
         );
     }
 

@@ -4,8 +4,10 @@
 
 pub mod access;
 pub mod account;
+pub mod acl;
 pub mod attributes;
 pub mod audit;
+pub mod credentials;
 pub mod decode;
 pub mod device;
 pub mod entity;
@@ -14,7 +16,7 @@ pub mod scope;
 
 pub use access::{Action, Principal, Role, ScopeGrant};
 pub use attributes::Attributes;
-pub use device::{AttributeMapping, Device, DeviceError, Transport};
+pub use device::{AttributeMapping, Device, DeviceError, DeviceSpec, Transport};
 pub use entity::{Attribute, AttributeKind, Entity, EntityId, EntityIdError, Observation};
 pub use scope::{BusinessLine, CommuneId, Scope, ScopeError};
 

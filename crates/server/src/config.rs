@@ -60,6 +60,22 @@ pub struct MqttConfig {
     pub client_id: String,
     pub share_group: String,
     pub receive_maximum: u16,
+    pub username: String,
+    pub password: String,
+    pub require_device_auth: bool,
+    pub embedded_tls_listen: String,
+    pub gateways: BTreeMap<String, GatewayConfig>,
+}
+
+/// A trusted MQTT client publishing for many devices (ChirpStack's MQTT
+/// integration, a simulator): its password hash and the topic filters it
+/// may publish and subscribe on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    pub password_hash: String,
+    pub publish: Vec<String>,
+    pub subscribe: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -210,7 +226,7 @@ fn scalar_as_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D:
 }
 
 /// Settings whose values `vigie config` never prints.
-const SECRET_SETTINGS: &[&str] = &["sso.client_secret"];
+const SECRET_SETTINGS: &[&str] = &["sso.client_secret", "mqtt.password"];
 
 /// Certificate files shared by HTTPS and MQTTS. Empty paths: plain HTTP and MQTT.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -270,6 +286,11 @@ impl Default for MqttConfig {
             client_id: "vigie".into(),
             share_group: "vigie".into(),
             receive_maximum: 4096,
+            username: String::new(),
+            password: String::new(),
+            require_device_auth: true,
+            embedded_tls_listen: String::new(),
+            gateways: BTreeMap::new(),
         }
     }
 }
@@ -364,6 +385,26 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         key: "mqtt.receive_maximum",
         doc: "Unacknowledged QoS 1 messages the broker may send Vigie at once (backpressure bound).",
+    },
+    Setting {
+        key: "mqtt.username",
+        doc: "Vigie's MQTT username on an external broker (empty: none). The embedded broker ignores it: Vigie logs in there as mqtt.client_id with a random password made at each start.",
+    },
+    Setting {
+        key: "mqtt.password",
+        doc: "Vigie's MQTT password on an external broker (prefer the environment variable to the file). Never printed.",
+    },
+    Setting {
+        key: "mqtt.require_device_auth",
+        doc: "Embedded broker: every client must authenticate (devices with their device_id and password or a client certificate, gateways, Vigie itself) and may only use its own topics. false: anyone on the network may publish anything.",
+    },
+    Setting {
+        key: "mqtt.embedded_tls_listen",
+        doc: "Address and port of the embedded broker's MQTTS listener, e.g. 0.0.0.0:8883, using tls.cert_file and tls.key_file; empty for none.",
+    },
+    Setting {
+        key: "mqtt.gateways",
+        doc: "Trusted clients publishing for many devices, by MQTT username: { chirpstack = { password_hash = \"sha256$...\", publish = [\"application/+/device/+/event/+\"], subscribe = [\"application/+/device/+/command/down\"] } }.",
     },
     Setting {
         key: "ingest.queue_capacity",

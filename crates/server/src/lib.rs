@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use vigie_core::device::Provisioning;
+use vigie_core::device::ProvisioningRequest;
 use vigie_store::Store;
 use vigie_store_sqlite::{Durability, SqliteStore};
 
@@ -60,13 +60,19 @@ async fn load_twin(store: &dyn Store) -> anyhow::Result<Twin> {
 }
 
 /// Reads an IoT Agent provisioning file; every device must validate.
+/// Devices may carry `mqtt_password_hash` or a plaintext `mqtt_password`,
+/// hashed here (only the hash reaches the store).
 pub fn read_devices_file(path: &Path) -> anyhow::Result<Vec<vigie_core::Device>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let doc: Provisioning =
+    let doc: ProvisioningRequest =
         serde_json::from_str(&text).with_context(|| format!("{} is not a provisioning document", path.display()))?;
     doc.devices
         .into_iter()
-        .map(|d| d.validate().map_err(anyhow::Error::from))
+        .map(|d| {
+            let salt = ingest::gatekeeper::random_bytes()?;
+            d.into_device(salt)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        })
         .collect()
 }
 
@@ -75,6 +81,8 @@ pub struct Running {
     pub http_addr: SocketAddr,
     /// The MQTT broker Vigie consumes from (the embedded one's real address when embedded).
     pub mqtt_addr: Option<SocketAddr>,
+    /// The embedded broker's MQTTS listener, when `mqtt.embedded_tls_listen` is set.
+    pub mqtts_addr: Option<SocketAddr>,
     pub twin: Arc<Twin>,
     pub store: Arc<dyn Store>,
     pub registry: Arc<DeviceRegistry>,
@@ -153,15 +161,36 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
     };
 
     // The broker: external when configured, else embedded.
+    let mut credentials = (!config.mqtt.username.is_empty()).then(|| {
+        (
+            config.mqtt.username.clone(),
+            vigie_core::credentials::Secret::from_configured(config.mqtt.password.clone()),
+        )
+    });
     let (broker, broker_host, broker_port) = if config.mqtt.url.is_empty() && config.mqtt.embedded {
-        let broker = vigie_broker::EmbeddedBroker::start(vigie_broker::BrokerConfig {
+        let broker_config = vigie_broker::BrokerConfig {
             listen: config.mqtt.embedded_listen,
             // Vigie acknowledges per committed batch: the window must hold a
             // batch, or the broker would stall waiting for acks.
             max_inflight: config.mqtt.receive_maximum.max(1),
+            tls: ingest::gatekeeper::mqtts_config(&config)?,
             ..Default::default()
-        })
-        .await
+        };
+        let broker = if config.mqtt.require_device_auth {
+            // Vigie's own client logs in with a secret made for this run only.
+            let (secret, hash) = ingest::gatekeeper::new_secret()?;
+            let gatekeeper = ingest::gatekeeper::DeviceGatekeeper::new(
+                &config.mqtt,
+                hash,
+                Arc::clone(&registry),
+                Arc::clone(&metrics),
+            )?;
+            credentials = Some((config.mqtt.client_id.clone(), secret));
+            vigie_broker::EmbeddedBroker::start_with_gatekeeper(broker_config, Arc::new(gatekeeper)).await
+        } else {
+            tracing::warn!("mqtt.require_device_auth = false: any client may publish on any device's topic");
+            vigie_broker::EmbeddedBroker::start(broker_config).await
+        }
         .context("cannot start the embedded MQTT broker")?;
         let addr = broker.local_addr();
         let host = if addr.ip().is_unspecified() {
@@ -192,6 +221,7 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
                 share_group: config.mqtt.share_group.clone(),
                 receive_maximum: config.mqtt.receive_maximum.max(1),
                 dead_letter_payload_bytes: config.ingest.dead_letter_payload_bytes,
+                credentials,
             },
             Arc::clone(&registry),
             tx.clone(),
@@ -245,6 +275,7 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
     Ok(Running {
         http_addr,
         mqtt_addr,
+        mqtts_addr: broker.as_ref().and_then(|b| b.tls_addr()),
         twin,
         store,
         registry,

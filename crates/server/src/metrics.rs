@@ -20,9 +20,47 @@ pub struct Metrics {
     pub store_errors: AtomicU64,
     pub queue_depth: AtomicU64,
     pub mqtt_connected: AtomicU64,
+    /// MQTT operations the embedded broker refused, by [`Refused`] reason.
+    pub mqtt_refused: [AtomicU64; Refused::ALL.len()],
     commit_buckets: [AtomicU64; COMMIT_BUCKETS.len()],
     commit_count: AtomicU64,
     commit_micros_sum: AtomicU64,
+}
+
+/// Why the embedded broker refused an MQTT operation (the `reason` label of
+/// `vigie_mqtt_refused_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// A CONNECT with neither credentials nor a client certificate.
+    Unauthenticated,
+    /// A CONNECT with an unknown username or a wrong password.
+    BadCredentials,
+    /// A CONNECT whose client id is not the one its identity must use.
+    ClientId,
+    /// A PUBLISH on a topic the client does not own.
+    ForeignTopic,
+    /// A SUBSCRIBE to a filter the client may not read.
+    ForeignSubscription,
+}
+
+impl Refused {
+    pub const ALL: [Refused; 5] = [
+        Refused::Unauthenticated,
+        Refused::BadCredentials,
+        Refused::ClientId,
+        Refused::ForeignTopic,
+        Refused::ForeignSubscription,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Refused::Unauthenticated => "unauthenticated",
+            Refused::BadCredentials => "bad_credentials",
+            Refused::ClientId => "client_id",
+            Refused::ForeignTopic => "foreign_topic",
+            Refused::ForeignSubscription => "foreign_subscription",
+        }
+    }
 }
 
 pub fn inc(counter: &AtomicU64, by: u64) {
@@ -30,6 +68,14 @@ pub fn inc(counter: &AtomicU64, by: u64) {
 }
 
 impl Metrics {
+    pub fn refused(&self, reason: Refused) {
+        self.mqtt_refused[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn refused_count(&self, reason: Refused) -> u64 {
+        self.mqtt_refused[reason as usize].load(Ordering::Relaxed)
+    }
+
     pub fn observe_commit(&self, seconds: f64) {
         for (bound, bucket) in COMMIT_BUCKETS.iter().zip(&self.commit_buckets) {
             if seconds <= *bound {
@@ -109,6 +155,18 @@ impl Metrics {
             get(&self.mqtt_connected),
         );
         metric("vigie_entities", "gauge", "Entities in the live twin.", entities as u64);
+        let _ = writeln!(
+            out,
+            "# HELP vigie_mqtt_refused_total MQTT connects, publishes and subscribes the embedded broker refused.\n# TYPE vigie_mqtt_refused_total counter"
+        );
+        for reason in Refused::ALL {
+            let _ = writeln!(
+                out,
+                "vigie_mqtt_refused_total{{reason=\"{}\"}} {}",
+                reason.label(),
+                self.refused_count(reason)
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP vigie_store_commit_seconds Time to commit one batch.\n# TYPE vigie_store_commit_seconds histogram"

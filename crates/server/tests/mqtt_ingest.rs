@@ -4,7 +4,8 @@
 
 mod common;
 
-use common::{Mosquitto, TestServer, publish, publisher};
+use common::{Mosquitto, TestServer, add_gateway, publish, publisher, publisher_as};
+use rumqttc::v5::AsyncClient;
 use serde_json::{Value, json};
 
 fn provisioning() -> Value {
@@ -24,26 +25,33 @@ fn provisioning() -> Value {
 async fn through_mosquitto() {
     let broker = Mosquitto::start();
     let s = TestServer::with_broker(broker.url()).await;
-    devices_feed_the_twin_and_bad_messages_become_dead_letters(&s, broker.port).await;
+    let client = publisher(broker.port, "device-sim").await;
+    devices_feed_the_twin_and_bad_messages_become_dead_letters(&s, client).await;
     s.running.shutdown().await;
 }
 
 #[tokio::test]
 async fn through_the_embedded_broker() {
-    let s = TestServer::with_embedded_broker().await;
+    // One client publishes for every device here (and for an unknown one):
+    // on the embedded broker, which checks credentials, it is a gateway.
+    let mut password = String::new();
+    let s = TestServer::with_embedded_broker_and(|config| {
+        password = add_gateway(config, "device-sim", &["/+/+/attrs", "application/+/device/+/event/+"]);
+    })
+    .await;
     let port = s.running.mqtt_addr.expect("embedded broker address").port();
-    devices_feed_the_twin_and_bad_messages_become_dead_letters(&s, port).await;
+    let client = publisher_as(port, "device-sim", "device-sim", &password).await;
+    devices_feed_the_twin_and_bad_messages_become_dead_letters(&s, client).await;
     s.running.shutdown().await;
 }
 
-async fn devices_feed_the_twin_and_bad_messages_become_dead_letters(s: &TestServer, port: u16) {
+async fn devices_feed_the_twin_and_bad_messages_become_dead_letters(s: &TestServer, client: AsyncClient) {
     let (status, _) = s.post_json("/iot/devices", &provisioning()).await;
     assert_eq!(status, 201);
     let (status, device) = s.get_json("/iot/devices/PK-0001").await;
     assert_eq!(status, 200);
     assert_eq!(device["dev_eui"], "a81758fffe030001");
 
-    let client = publisher(port, "device-sim").await;
     // Wait until Vigie's subscription is active: retry the first message.
     let light = "urn:ngsi-ld:Streetlight:dijon:000001";
     let mut ok = false;

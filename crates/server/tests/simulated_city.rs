@@ -5,14 +5,18 @@ mod common;
 
 use std::time::Duration;
 
-use common::TestServer;
+use common::{TestServer, add_gateway};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use vigie_sim::{City, CityConfig, EquipmentKind, Fault, PublishOptions, Qos, Simulator};
 
 #[tokio::test]
 async fn the_twin_follows_the_simulated_city_and_shows_faults() {
-    let s = TestServer::with_embedded_broker().await;
+    let mut password = String::new();
+    let s = TestServer::with_embedded_broker_and(|config| {
+        password = add_gateway(config, "test-city", &["/+/+/attrs", "application/+/device/+/event/+"]);
+    })
+    .await;
     let config = CityConfig::small(7);
     let city = City::generate(&config);
     let light = city.entity_id(EquipmentKind::Streetlight, 3).expect("a light");
@@ -35,6 +39,10 @@ async fn the_twin_follows_the_simulated_city_and_shows_faults() {
             client_id: "test-city".into(),
             speed: 60.0,
             qos: Qos::AtLeastOnce,
+            credentials: Some((
+                "test-city".into(),
+                vigie_core::credentials::Secret::from_configured(password),
+            )),
         },
         fault_rx,
         stop.clone().cancelled_owned(),

@@ -103,6 +103,11 @@ pub struct PublishOptions {
     pub speed: f64,
     /// The least QoS for every message; alarm-bearing ones get at least once anyway.
     pub qos: Qos,
+    /// MQTT username and password. The simulator speaks for every device of
+    /// the city through one connection, so on a broker enforcing per-device
+    /// ACLs it logs in as a *gateway* allowed on the device topics (see
+    /// docs/mqtt.md); `None`: anonymous.
+    pub credentials: Option<(String, vigie_core::credentials::Secret)>,
 }
 
 /// What a publishing run did.
@@ -133,6 +138,9 @@ pub async fn publish(
     let mut mqtt = MqttOptions::new(options.client_id.clone(), address.host.clone(), address.port);
     mqtt.set_keep_alive(Duration::from_secs(30));
     mqtt.set_clean_start(true);
+    if let Some((username, password)) = &options.credentials {
+        mqtt.set_credentials(username.clone(), password.expose().to_owned());
+    }
     let (client, mut event_loop) = AsyncClient::new(mqtt, REQUEST_CHANNEL);
 
     let (reconnect_tx, mut reconnect_rx) = mpsc::unbounded_channel::<()>();

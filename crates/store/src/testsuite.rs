@@ -183,6 +183,11 @@ async fn devices_and_dead_letters(store: &dyn Store) {
         entity_type: "Streetlight".into(),
         scope: None,
         attributes: vec![],
+        mqtt_password_hash: Some(
+            "sha256$000102030405060708090a0b0c0d0e0f$000102030405060708090a0b0c0d0e0f000102030405060708090a0b0c0d0e0f"
+                .parse()
+                .expect("hash"),
+        ),
     };
     store.put_devices(std::slice::from_ref(&device)).await.expect("put");
     store

@@ -137,6 +137,9 @@ async fn demo_access(running: &vigie_server::Running) -> anyhow::Result<DemoAcce
     })
 }
 
+/// The MQTT gateway identity (username and client id) of the demo's simulator.
+const SIM_GATEWAY: &str = "vigie-sim";
+
 pub async fn run(args: DemoArgs, stop: CancellationToken) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     // The demo never uses TLS: it is for one machine (start() warns if --http is not loopback).
@@ -144,6 +147,18 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> anyhow::Result<()> 
     config.store.url = format!("sqlite://{}", args.data.join("vigie.db").display());
     config.http.listen = args.http;
     config.mqtt.embedded_listen = args.mqtt;
+    // The simulator plays 34,000 devices through one MQTT connection: it logs
+    // in as a gateway allowed on the device topics, with a secret made for
+    // this run. Real devices still need their own credentials.
+    let (sim_secret, sim_hash) = vigie_server::ingest::gatekeeper::new_secret()?;
+    config.mqtt.gateways.insert(
+        SIM_GATEWAY.into(),
+        vigie_server::config::GatewayConfig {
+            password_hash: sim_hash.to_string(),
+            publish: vec!["/+/+/attrs".into(), "application/+/device/+/event/+".into()],
+            subscribe: vec![],
+        },
+    );
 
     let city_config = CityConfig {
         seed: args.seed,
@@ -182,9 +197,10 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> anyhow::Result<()> 
         sim,
         PublishOptions {
             broker_url: format!("mqtt://127.0.0.1:{}", mqtt.port()),
-            client_id: "vigie-demo-city".into(),
+            client_id: SIM_GATEWAY.into(),
             speed: args.speed,
             qos: Qos::AtLeastOnce,
+            credentials: Some((SIM_GATEWAY.into(), sim_secret)),
         },
         fault_rx,
         sim_stop.clone().cancelled_owned(),
@@ -199,7 +215,7 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> anyhow::Result<()> 
          \n  One light  curl -H \"Authorization: Bearer $VIGIE_TOKEN\" http://{http}/ngsi-ld/v1/entities/{a_light}\
          \n  Vehicles   curl -H \"Authorization: Bearer $VIGIE_TOKEN\" 'http://{http}/ngsi-ld/v1/entities?type=Vehicle&options=keyValues&attrs=location,speed'\
          \n  Health     http://{http}/health\
-         \n  MQTT       mqtt://{mqtt} (embedded broker; plain, for localhost)\
+         \n  MQTT       mqtt://{mqtt} (embedded broker; plain, for localhost; devices log in with their device_id and password)\
          \n  Fault      curl -X POST http://{http}/api/v1/demo/faults -H \"Authorization: Bearer $VIGIE_TOKEN\" -H 'content-type: application/json' -d '{{\"fault\":\"cabinet-power-cut\"}}'\
          \n\nPlain HTTP on localhost only: configure [tls] for production (`vigie serve`, docs/security.md).\
          \nData in {}. Ctrl-C stops cleanly.\n",

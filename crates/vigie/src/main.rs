@@ -46,6 +46,60 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Make a random MQTT secret (160 bits) and print it with its salted hash,
+    /// for a gateway's `password_hash` or a devices file's `mqtt_password_hash`.
+    MqttSecret,
+    /// Device administration.
+    #[command(subcommand)]
+    Devices(DevicesCommand),
+}
+
+#[derive(clap::Subcommand)]
+enum DevicesCommand {
+    /// Print a mosquitto acl_file applying Vigie's MQTT rules to the
+    /// provisioned devices (and the devices file), the gateways and Vigie's
+    /// own client (mqtt.username, else mqtt.client_id). See docs/mqtt.md.
+    MosquittoAcl {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+async fn mosquitto_acl(config: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = Config::load(config.as_deref(), std::env::vars())?;
+    let store = vigie_server::open_store(&config.store).await?;
+    let mut devices = store.devices().await?;
+    if !config.ingest.devices_file.is_empty() {
+        devices.extend(vigie_server::read_devices_file(std::path::Path::new(
+            &config.ingest.devices_file,
+        ))?);
+    }
+    devices.sort_by(|a, b| a.device_id.cmp(&b.device_id));
+    devices.dedup_by(|a, b| a.device_id == b.device_id);
+    let gateways: Vec<(String, vigie_core::acl::GatewayRules)> = config
+        .mqtt
+        .gateways
+        .iter()
+        .map(|(name, g)| {
+            (
+                name.clone(),
+                vigie_core::acl::GatewayRules {
+                    publish: g.publish.clone(),
+                    subscribe: g.subscribe.clone(),
+                },
+            )
+        })
+        .collect();
+    let service = if config.mqtt.username.is_empty() {
+        &config.mqtt.client_id
+    } else {
+        &config.mqtt.username
+    };
+    print!(
+        "{}",
+        vigie_core::acl::mosquitto_acl(service, gateways.iter().map(|(n, r)| (n.as_str(), r)), devices.iter())
+    );
+    Ok(())
 }
 
 fn init_logging() {
@@ -122,6 +176,10 @@ async fn main() -> std::process::ExitCode {
         Command::Config { config } => Config::load(config.as_deref(), std::env::vars())
             .map(|c| print!("{}", c.describe()))
             .map_err(Into::into),
+        Command::Devices(DevicesCommand::MosquittoAcl { config }) => mosquitto_acl(config).await,
+        Command::MqttSecret => vigie_server::ingest::gatekeeper::new_secret().map(|(secret, hash)| {
+            println!("password      = {}\npassword_hash = {hash}", secret.expose());
+        }),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -34,6 +34,13 @@ pub struct SimulateArgs {
     /// MQTT client id of the simulator.
     #[arg(long, default_value = "vigie-simulator")]
     client_id: String,
+    /// MQTT username: on a broker enforcing device credentials, a gateway
+    /// allowed on the device topics (see docs/mqtt.md). Empty: anonymous.
+    #[arg(long, default_value = "")]
+    username: String,
+    /// MQTT password of --username (better given in the environment).
+    #[arg(long, env = "VIGIE_SIMULATE_PASSWORD", hide_env_values = true, default_value = "")]
+    password: String,
 }
 
 /// Provisions through the public APIs: IoT Agent devices, then NGSI-LD batch upserts.
@@ -119,6 +126,12 @@ pub async fn run(args: SimulateArgs, stop: CancellationToken) -> anyhow::Result<
             client_id: args.client_id,
             speed: args.speed,
             qos: Qos::AtLeastOnce,
+            credentials: (!args.username.is_empty()).then(|| {
+                (
+                    args.username,
+                    vigie_core::credentials::Secret::from_configured(args.password),
+                )
+            }),
         },
         fault_rx,
         stop.cancelled_owned(),

@@ -214,14 +214,24 @@ async fn sigterm_mid_ingest_exits_cleanly_with_everything_acknowledged_stored() 
     let started = Instant::now();
     let data = tempfile::tempdir().expect("tempdir");
     let mqtt_port = common::free_port();
+    // The publisher speaks for every device: on the embedded broker, which
+    // checks credentials, it is a gateway.
+    let password = "term-devices-password-0123456789";
+    let hash = vigie_core::credentials::PasswordHash::new(
+        &vigie_core::credentials::Secret::new(password.into()).expect("secret"),
+        [7; 16],
+    );
     let config = write_config(
         data.path(),
-        &format!("embedded = true\nembedded_listen = \"127.0.0.1:{mqtt_port}\""),
+        &format!(
+            "embedded = true\nembedded_listen = \"127.0.0.1:{mqtt_port}\"\n\
+             gateways = {{ term-devices = {{ password_hash = \"{hash}\", publish = [\"/+/+/attrs\"] }} }}"
+        ),
     );
     let vigie = Vigie::start(&config).await;
     let (status, body) = vigie.post_json("/iot/devices", &provisioning(DEVICES)).await;
     assert_eq!(status, 201, "{body}");
-    let mut publisher = Publisher::connect(mqtt_port, "term-devices").await;
+    let mut publisher = Publisher::connect_as(mqtt_port, "term-devices", Some(("term-devices", password))).await;
     // Wait until Vigie has subscribed: its twin shows the first device.
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut i = 0;

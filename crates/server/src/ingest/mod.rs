@@ -8,6 +8,7 @@
 //! NGSI-LD API  ──┘   (backpressure)     └─▶ MQTT acks, HTTP replies
 //! ```
 
+pub mod gatekeeper;
 pub mod mqtt;
 pub mod registry;
 pub mod writer;

@@ -66,6 +66,9 @@ pub struct ConsumerOptions {
     pub share_group: String,
     pub receive_maximum: u16,
     pub dead_letter_payload_bytes: usize,
+    /// Username and password Vigie logs in with (the embedded broker: its
+    /// client id and the per-process secret; an external one: configured).
+    pub credentials: Option<(String, vigie_core::credentials::Secret)>,
 }
 
 struct MqttAck {
@@ -119,6 +122,9 @@ impl Consumer {
         props.session_expiry_interval = Some(7 * 24 * 3600);
         props.receive_maximum = Some(o.receive_maximum);
         props.max_packet_size = Some(1024 * 1024);
+        if let Some((username, password)) = &o.credentials {
+            mqtt.set_credentials(username.clone(), password.expose().to_owned());
+        }
         mqtt.set_connect_properties(props)
             .set_clean_start(false)
             .set_manual_acks(true)

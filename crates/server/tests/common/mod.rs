@@ -24,7 +24,38 @@ pub struct Mosquitto {
 
 impl Mosquitto {
     pub fn start() -> Self {
+        Self::start_with(|_| "allow_anonymous true\n".to_owned())
+    }
+
+    /// Mosquitto with `users` (username, password) in a password file and
+    /// `acl` as its acl_file: no anonymous clients.
+    pub fn start_secured(users: &[(&str, &str)], acl: &str) -> Self {
+        Self::start_with(|dir| {
+            let passwd = dir.join("passwd");
+            std::fs::write(&passwd, "").expect("passwd file");
+            for (user, password) in users {
+                let status = Command::new("mosquitto_passwd")
+                    .arg("-b")
+                    .arg(&passwd)
+                    .arg(user)
+                    .arg(password)
+                    .status()
+                    .expect("mosquitto_passwd (package mosquitto)");
+                assert!(status.success(), "mosquitto_passwd failed for {user}");
+            }
+            let acl_file = dir.join("acl");
+            std::fs::write(&acl_file, acl).expect("acl file");
+            format!(
+                "allow_anonymous false\npassword_file {}\nacl_file {}\n",
+                passwd.display(),
+                acl_file.display()
+            )
+        })
+    }
+
+    fn start_with(auth: impl FnOnce(&Path) -> String) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        let auth = auth(dir.path());
         let port = StdListener::bind("127.0.0.1:0")
             .expect("bind")
             .local_addr()
@@ -34,7 +65,7 @@ impl Mosquitto {
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                "listener {port} 127.0.0.1\n{auth}persistence false\n\
                  max_queued_messages 200000\nmax_inflight_messages 0\nlog_type error\n"
             ),
         )
@@ -105,9 +136,15 @@ impl TestServer {
     }
 
     pub async fn with_embedded_broker() -> Self {
+        Self::with_embedded_broker_and(|_| {}).await
+    }
+
+    /// The embedded broker (device authentication on), with `tweak` applied to the config.
+    pub async fn with_embedded_broker_and(tweak: impl FnOnce(&mut Config)) -> Self {
         let data = tempfile::tempdir().expect("tempdir");
         let mut config = config_for(data.path(), None);
         config.mqtt.embedded = true;
+        tweak(&mut config);
         Self::start_with(config, data).await
     }
 
@@ -216,4 +253,103 @@ pub async fn publish(client: &AsyncClient, topic: &str, payload: &Value) {
         )
         .await
         .expect("publish");
+}
+
+/// An MQTT v5 publisher logging in with `username` and `password`.
+pub async fn publisher_as(port: u16, id: &str, username: &str, password: &str) -> AsyncClient {
+    let mut o = MqttOptions::new(id, "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(30));
+    o.set_credentials(username, password);
+    let (client, eventloop) = AsyncClient::new(o, 1000);
+    tokio::spawn(drive(eventloop));
+    client
+}
+
+/// An MQTT v5 client whose incoming packets can be awaited one by one.
+pub struct Probe {
+    pub client: AsyncClient,
+    incoming: tokio::sync::mpsc::UnboundedReceiver<rumqttc::v5::mqttbytes::v5::Packet>,
+}
+
+impl Probe {
+    /// Connects and waits for the CONNACK; `Err` carries a refusal's reason code.
+    pub async fn connect(
+        port: u16,
+        id: &str,
+        credentials: Option<(&str, &str)>,
+    ) -> Result<Self, rumqttc::v5::mqttbytes::v5::ConnectReturnCode> {
+        let mut o = MqttOptions::new(id, "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(30));
+        if let Some((u, p)) = credentials {
+            o.set_credentials(u, p);
+        }
+        let (client, mut eventloop) = AsyncClient::new(o, 100);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            assert!(Instant::now() < deadline, "no CONNACK from the broker");
+            match eventloop.poll().await {
+                Ok(Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::ConnAck(_))) => break,
+                Ok(_) => {}
+                Err(rumqttc::v5::ConnectionError::ConnectionRefused(code)) => return Err(code),
+                Err(e) => panic!("MQTT connection failed: {e}"),
+            }
+        }
+        let (tx, incoming) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(event) = eventloop.poll().await {
+                if let Event::Incoming(p) = event
+                    && tx.send(p).is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Ok(Self { client, incoming })
+    }
+
+    /// The next incoming packet `pick` accepts (others are skipped); panics after 10 s.
+    pub async fn next<T>(&mut self, mut pick: impl FnMut(rumqttc::v5::mqttbytes::v5::Packet) -> Option<T>) -> T {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match tokio::time::timeout_at(deadline, self.incoming.recv()).await {
+                Ok(Some(p)) => {
+                    if let Some(t) = pick(p) {
+                        return t;
+                    }
+                }
+                Ok(None) => panic!("the MQTT connection closed"),
+                Err(_) => panic!("the expected packet never came"),
+            }
+        }
+    }
+}
+
+/// The value of one Prometheus sample line, e.g. `vigie_mqtt_refused_total{reason="foreign_topic"}`.
+pub async fn metric(s: &TestServer, sample: &str) -> Option<f64> {
+    let text = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Adds the gateway `name` (allowed to publish on `publish`) to the config; returns its password.
+pub fn add_gateway(config: &mut Config, name: &str, publish: &[&str]) -> String {
+    let password = format!("{name}-test-password-0123456789");
+    let secret = vigie_core::credentials::Secret::new(password.clone()).expect("secret");
+    config.mqtt.gateways.insert(
+        name.into(),
+        vigie_server::config::GatewayConfig {
+            password_hash: vigie_core::credentials::PasswordHash::new(&secret, [7; 16]).to_string(),
+            publish: publish.iter().map(|s| s.to_string()).collect(),
+            subscribe: vec![],
+        },
+    );
+    password
 }

@@ -153,6 +153,7 @@ impl City {
                     unit_code: m.unit_code.map(str::to_owned),
                 })
                 .collect(),
+            mqtt_password_hash: None,
         })
     }
 }

@@ -14,7 +14,8 @@ use vigie_server::Running;
 use vigie_sim::{City, CityConfig, EquipmentKind};
 use vigie_store_sqlite::baseline;
 
-use super::{BenchArgs, Report, quantile, start_vigie, thousands, wait_until};
+use super::{BENCH_GATEWAY, BenchArgs, Report, quantile, start_vigie_publishing, thousands, wait_until};
+use vigie_core::credentials::Secret;
 
 /// Attribute values in one light reading (status, power state, level, power, voltage).
 const POINTS_PER_READING: u64 = 5;
@@ -27,8 +28,8 @@ const WARM_UP: Duration = Duration::from_secs(5);
 const IN_FLIGHT: u64 = 16_384;
 
 /// A Vigie with Dijon's 34,000 lights provisioned; returns their device ids.
-async fn lit_city(data: &Path, name: &str) -> anyhow::Result<(Running, City, Vec<String>)> {
-    let running = start_vigie(data, name).await?;
+async fn lit_city(data: &Path, name: &str) -> anyhow::Result<(Running, City, Vec<String>, Secret)> {
+    let (running, secret) = start_vigie_publishing(data, name).await?;
     let city = City::generate(&CityConfig::default());
     let lights = city.count(EquipmentKind::Streetlight);
     let devices = (0..lights)
@@ -45,13 +46,14 @@ async fn lit_city(data: &Path, name: &str) -> anyhow::Result<(Running, City, Vec
     let ids = (0..lights)
         .filter_map(|ix| city.device_id(EquipmentKind::Streetlight, ix))
         .collect();
-    Ok((running, city, ids))
+    Ok((running, city, ids, secret))
 }
 
 /// An MQTT v5 publisher on the embedded broker, with its event loop driven
 /// in the background; `acked` counts PUBACKs.
-fn publisher(port: u16, id: &str, acked: Arc<AtomicU64>, stop: CancellationToken) -> AsyncClient {
+fn publisher(port: u16, id: &str, secret: &Secret, acked: Arc<AtomicU64>, stop: CancellationToken) -> AsyncClient {
     let mut options = MqttOptions::new(id, "127.0.0.1", port);
+    options.set_credentials(BENCH_GATEWAY, secret.expose());
     options.set_keep_alive(Duration::from_secs(30));
     options.set_outgoing_inflight_upper_limit(1_000);
     let (client, eventloop) = AsyncClient::new(options, 4_096);
@@ -101,7 +103,7 @@ fn readings(sets: usize, first_ms: i64, n: u64) -> String {
 /// as many rows, in the same run.
 pub async fn sustained(args: &BenchArgs, data: &Path, report: &mut Report) -> anyhow::Result<()> {
     println!("\n[ingest] provisioning 34,000 lights…");
-    let (running, _city, ids) = lit_city(data, "ingest").await?;
+    let (running, _city, ids, secret) = lit_city(data, "ingest").await?;
     let receive_window = running.config().mqtt.receive_maximum;
     let port = running.mqtt_addr.context("the embedded broker did not start")?.port();
     let sets = args.sets_per_message.max(1);
@@ -112,7 +114,13 @@ pub async fn sustained(args: &BenchArgs, data: &Path, report: &mut Report) -> an
     let published = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for p in 0..publishers {
-        let client = publisher(port, &format!("bench-ingest-{p}"), Arc::clone(&acked), stop.clone());
+        let client = publisher(
+            port,
+            &format!("{BENCH_GATEWAY}-ingest-{p}"),
+            &secret,
+            Arc::clone(&acked),
+            stop.clone(),
+        );
         let (ids, stop) = (Arc::clone(&ids), stop.clone());
         let (published, metrics) = (Arc::clone(&published), Arc::clone(&running.metrics));
         tasks.push(tokio::spawn(async move {
@@ -227,7 +235,7 @@ pub async fn sustained(args: &BenchArgs, data: &Path, report: &mut Report) -> an
 /// 34,000 light messages published at once: time until all are durable, and losses.
 pub async fn burst(data: &Path, report: &mut Report) -> anyhow::Result<()> {
     println!("\n[burst] provisioning 34,000 lights…");
-    let (running, city, _) = lit_city(data, "burst").await?;
+    let (running, city, _, secret) = lit_city(data, "burst").await?;
     let port = running.mqtt_addr.context("the embedded broker did not start")?.port();
     let messages = city.all_lights_messages(jiff::Timestamp::now());
     let expected = messages.len() as u64;
@@ -237,7 +245,13 @@ pub async fn burst(data: &Path, report: &mut Report) -> anyhow::Result<()> {
 
     let stop = CancellationToken::new();
     let acked = Arc::new(AtomicU64::new(0));
-    let client = publisher(port, "bench-burst", Arc::clone(&acked), stop.clone());
+    let client = publisher(
+        port,
+        &format!("{BENCH_GATEWAY}-burst"),
+        &secret,
+        Arc::clone(&acked),
+        stop.clone(),
+    );
     let started = Instant::now();
     for m in messages {
         client

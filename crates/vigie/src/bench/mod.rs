@@ -132,8 +132,28 @@ async fn start_vigie(data: &Path, name: &str) -> anyhow::Result<Running> {
     start_vigie_with(data, name, |_| {}).await
 }
 
-/// Starts a fresh Vigie in `data/name`, its configuration adjusted by `adjust`.
-async fn start_vigie_with(data: &Path, name: &str, adjust: impl FnOnce(&mut Config)) -> anyhow::Result<Running> {
+/// The MQTT gateway the bench's publishers log in as (client ids `bench-*`).
+const BENCH_GATEWAY: &str = "bench";
+
+/// A Vigie whose embedded broker lets the bench's publishers in as the
+/// gateway [`BENCH_GATEWAY`], allowed on the lights' topics; returns its secret.
+async fn start_vigie_publishing(data: &Path, name: &str) -> anyhow::Result<(Running, vigie_core::credentials::Secret)> {
+    let (secret, hash) = vigie_server::ingest::gatekeeper::new_secret()?;
+    let running = start_vigie_with(data, name, |config| {
+        config.mqtt.gateways.insert(
+            BENCH_GATEWAY.into(),
+            vigie_server::config::GatewayConfig {
+                password_hash: hash.to_string(),
+                publish: vec!["/+/+/attrs".into()],
+                subscribe: vec![],
+            },
+        );
+    })
+    .await?;
+    Ok((running, secret))
+}
+
+async fn start_vigie_with(data: &Path, name: &str, tweak: impl FnOnce(&mut Config)) -> anyhow::Result<Running> {
     let dir = data.join(name);
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
@@ -142,7 +162,7 @@ async fn start_vigie_with(data: &Path, name: &str, adjust: impl FnOnce(&mut Conf
     let mut config = Config::load(None, std::env::vars())?;
     config.store.url = format!("sqlite://{}", dir.join("vigie.db").display());
     config.mqtt.embedded_listen = "127.0.0.1:0".parse()?;
-    adjust(&mut config);
+    tweak(&mut config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     vigie_server::start(config, listener, axum::Router::new()).await
 }

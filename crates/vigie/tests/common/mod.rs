@@ -364,8 +364,16 @@ pub struct Publisher {
 
 impl Publisher {
     pub async fn connect(port: u16, id: &str) -> Self {
+        Self::connect_as(port, id, None).await
+    }
+
+    /// Like [`connect`](Self::connect), logging in with (username, password).
+    pub async fn connect_as(port: u16, id: &str, credentials: Option<(&str, &str)>) -> Self {
         let mut o = MqttOptions::new(id, "127.0.0.1", port);
         o.set_keep_alive(Duration::from_secs(30));
+        if let Some((user, password)) = credentials {
+            o.set_credentials(user, password);
+        }
         let (client, eventloop) = AsyncClient::new(o, 1000);
         let acks = Arc::new(Mutex::new(Acks::default()));
         tokio::spawn(track(eventloop, Arc::clone(&acks)));
