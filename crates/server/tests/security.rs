@@ -328,6 +328,15 @@ async fn nothing_leaks_across_scopes() {
     let police = s.client_as(Role::Supervisor, "*", "*").await;
     let (_, cams) = send(&police, &s, "GET", "/ngsi-ld/v1/entities?type=Camera", &Value::Null).await;
     assert_eq!(cams.as_array().map(Vec::len), Some(1));
+    // Each read of personal data is in the audit trail, with who read what.
+    let (_, reads) = s.get_json("/api/v1/audit?action=personal-data.read").await;
+    let reads = reads.as_array().cloned().unwrap_or_default();
+    assert_eq!(reads.len(), 1, "{reads:?}");
+    assert_eq!(reads[0]["role"], "supervisor");
+    assert_eq!(
+        reads[0]["after"]["entities"],
+        json!(["urn:ngsi-ld:Camera:dijon:000000"])
+    );
     s.running.shutdown().await;
 }
 

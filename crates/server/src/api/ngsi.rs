@@ -15,9 +15,11 @@ use vigie_core::ngsi::{self, GeoQuery, GeoQueryError, Query, QueryError, ScopeQu
 use vigie_core::{Action, Attribute, Entity, EntityId};
 
 use super::{ApiError, AppState, JsonBody, Params};
+use crate::audit;
 use crate::ingest::{BatchKind, WriteOp, WriteOutcome};
 use crate::security::Caller;
 use crate::twin::Candidates;
+use vigie_core::audit::AuditEvent;
 
 /// The NGSI-LD core context.
 macro_rules! core_context {
@@ -206,6 +208,14 @@ async fn retrieve_entity(
         .get(id.as_str())
         .filter(|e| s.security.sees(&caller, e.scope.as_ref()))
         .ok_or_else(|| not_found(&id))?;
+    if s.security.is_personal(entity.scope.as_ref()) {
+        s.audit
+            .record(AuditEvent {
+                target: Some(id.to_string()),
+                ..audit::event(&caller, "personal-data.read")
+            })
+            .await?;
+    }
     Ok(linked_json(StatusCode::OK, rendering.render(&entity), HeaderMap::new()))
 }
 
@@ -269,9 +279,10 @@ async fn query_entities(State(s): State<AppState>, caller: Caller, params: Param
     }
     let attrs = rendering.attrs.clone();
     // Out-of-sight entities are filtered before paging and counting.
+    // Sight is checked last: only entities the query matches pay for it.
+    let sees_all = s.security.sees_everything(&caller);
     let filter = |e: &Entity| {
-        s.security.sees(&caller, e.scope.as_ref())
-            && types.as_ref().is_none_or(|t| t.contains(&e.entity_type))
+        types.as_ref().is_none_or(|t| t.contains(&e.entity_type))
             && id_pattern.as_ref().is_none_or(|re| re.is_match(e.id.as_str()))
             && attrs
                 .as_ref()
@@ -279,6 +290,7 @@ async fn query_entities(State(s): State<AppState>, caller: Caller, params: Param
             && scope_q.as_ref().is_none_or(|s| s.matches(e))
             && q.as_ref().is_none_or(|q| q.matches(e))
             && geo.as_ref().is_none_or(|g| g.matches(e))
+            && (sees_all || s.security.sees(&caller, e.scope.as_ref()))
     };
     // The spatial index holds `location`: a geo-query on it starts from the
     // entities in its bounding box rather than from every entity.
@@ -292,6 +304,20 @@ async fn query_entities(State(s): State<AppState>, caller: Caller, params: Param
         (None, None) => Candidates::All,
     };
     let page = s.twin.select(candidates, &filter, offset, limit, count);
+    let personal: Vec<&str> = page
+        .entities
+        .iter()
+        .filter(|e| s.security.is_personal(e.scope.as_ref()))
+        .map(|e| e.id.as_str())
+        .collect();
+    if !personal.is_empty() {
+        s.audit
+            .record(AuditEvent {
+                after: Some(json!({ "entities": personal })),
+                ..audit::event(&caller, "personal-data.read")
+            })
+            .await?;
+    }
     let body: Vec<Rendered<'_>> = page.entities.iter().map(|e| rendering.render(e)).collect();
     let mut headers = HeaderMap::new();
     if let Some(total) = page.total {

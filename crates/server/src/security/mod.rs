@@ -175,6 +175,14 @@ impl Security {
             && (principal.role.allows(vigie_core::Action::ReadPersonalData) || !self.is_personal(scope))
     }
 
+    /// Whether the principal sees every entity (the common case of
+    /// queries' fast path: no per-entity check).
+    pub fn sees_everything(&self, principal: &Principal) -> bool {
+        principal.scope.is_everywhere()
+            && (principal.role.allows(vigie_core::Action::ReadPersonalData)
+                || self.config.personal_data_business_lines.is_empty())
+    }
+
     /// Whether entities in `scope` hold personal data (reads are audited).
     pub fn is_personal(&self, scope: Option<&Scope>) -> bool {
         scope.is_some_and(|s| {
