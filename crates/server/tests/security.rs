@@ -518,6 +518,13 @@ async fn failed_logins_slow_down_then_lock_whatever_the_password() {
         .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(login(password).await.unwrap().status(), 200);
+    // Every attempt is in the audit trail, the lock and the unlock too.
+    let (_, failed) = s.get_json("/api/v1/audit?action=login.failed&target=eve").await;
+    assert_eq!(failed.as_array().map(Vec::len), Some(6), "{failed}");
+    let (_, ok) = s.get_json("/api/v1/audit?action=login.succeeded").await;
+    assert_eq!(ok.as_array().map(Vec::len), Some(1), "{ok}");
+    let (_, unlock) = s.get_json("/api/v1/audit?action=user.update&target=eve").await;
+    assert_eq!(unlock[0]["before"]["failedLogins"], 4, "{unlock}");
     s.running.shutdown().await;
 }
 

@@ -20,7 +20,10 @@ use vigie_core::access::{Action, Role, ScopeGrant};
 use vigie_core::account::{Account, ApiCredential, CredentialKind, Session};
 use vigie_core::entity::format_timestamp;
 
+use vigie_core::audit::{AuditEvent, Outcome};
+
 use super::{ApiError, AppState, JsonBody};
+use crate::audit;
 use crate::security::secrets::{random_token, same_secret};
 use crate::security::{CSRF_HEADER, Caller, ClientAddr, SESSION_COOKIE};
 
@@ -224,7 +227,33 @@ async fn login(
         }
         form
     };
-    match s.security.login(&form.username, &form.password, source).await {
+    let outcome = s.security.login(&form.username, &form.password, source).await;
+    let login_event = |action: &str| AuditEvent {
+        actor: form.username.trim().to_lowercase(),
+        credential: "password".into(),
+        target: Some(form.username.trim().to_lowercase()),
+        ..audit::event_by(None, source, action)
+    };
+    match &outcome {
+        Ok((_, _, account)) => {
+            s.audit
+                .record(AuditEvent {
+                    role: Some(account.role),
+                    ..login_event("login.succeeded")
+                })
+                .await?;
+        }
+        Err(e) => {
+            s.audit
+                .record(AuditEvent {
+                    outcome: Outcome::Failed,
+                    detail: Some(e.to_string()),
+                    ..login_event("login.failed")
+                })
+                .await?;
+        }
+    }
+    match outcome {
         Ok((token, session, account)) => {
             let cookie = s.security.cookie_header(
                 SESSION_COOKIE,
@@ -291,6 +320,7 @@ async fn logout(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> R
         return Err(ApiError::Forbidden("logout needs the session's anti-CSRF token".into()));
     }
     s.security.close_session(&hash).await?;
+    s.audit.record(audit::event(&caller, "logout")).await?;
     tracing::info!(account = %caller.subject, "logout");
     let mut res = if json_client {
         StatusCode::NO_CONTENT.into_response()
@@ -360,7 +390,9 @@ async fn create_account(
     caller: Caller,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    caller.check(Action::ManageAccounts)?;
+    s.audit
+        .check(&caller, Action::ManageAccounts, "user.create", None)
+        .await?;
     let name = string_field(&body, "name")?.ok_or_else(|| ApiError::BadRequestData("'name' is required".into()))?;
     let role = parse_role(body.get("role"))?.ok_or_else(|| ApiError::BadRequestData("'role' is required".into()))?;
     let scope =
@@ -373,6 +405,13 @@ async fn create_account(
             role,
             scope,
             password: string_field(&body, "password")?.map(str::to_owned),
+        })
+        .await?;
+    s.audit
+        .record(AuditEvent {
+            target: Some(account.name.clone()),
+            after: Some(account_json(&account)),
+            ..audit::event(&caller, "user.create")
         })
         .await?;
     let mut out = account_json(&account);
@@ -400,8 +439,11 @@ async fn change_account(
     Path(name): Path<String>,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
-    caller.check(Action::ManageAccounts)?;
+    s.audit
+        .check(&caller, Action::ManageAccounts, "user.update", Some(&name))
+        .await?;
     let mut account = s.security.account_named(&name).await?;
+    let before = account_json(&account);
     if let Some(role) = parse_role(body.get("role"))? {
         account.role = role;
     }
@@ -426,6 +468,14 @@ async fn change_account(
         ));
     }
     s.security.update_account(account.clone()).await?;
+    s.audit
+        .record(AuditEvent {
+            target: Some(name.clone()),
+            before: Some(before),
+            after: Some(account_json(&account)),
+            ..audit::event(&caller, "user.update")
+        })
+        .await?;
     Ok(Json(account_json(&account)))
 }
 
@@ -434,13 +484,22 @@ async fn delete_account(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    caller.check(Action::ManageAccounts)?;
+    s.audit
+        .check(&caller, Action::ManageAccounts, "user.delete", Some(&name))
+        .await?;
     if name == caller.subject {
         return Err(ApiError::BadRequestData(
             "administrators cannot delete themselves".into(),
         ));
     }
-    s.security.delete_account(&name).await?;
+    let deleted = s.security.delete_account(&name).await?;
+    s.audit
+        .record(AuditEvent {
+            target: Some(name.clone()),
+            before: Some(account_json(&deleted)),
+            ..audit::event(&caller, "user.delete")
+        })
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -459,9 +518,17 @@ async fn change_password(
             return Err(ApiError::Forbidden("the current password is wrong".into()));
         }
     } else {
-        caller.check(Action::ManageAccounts)?;
+        s.audit
+            .check(&caller, Action::ManageAccounts, "user.password", Some(&name))
+            .await?;
     }
     s.security.set_password(&name, new).await?;
+    s.audit
+        .record(AuditEvent {
+            target: Some(name.clone()),
+            ..audit::event(&caller, "user.password")
+        })
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -476,7 +543,9 @@ async fn issue_credential(
     caller: Caller,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    caller.check(Action::ManageAccounts)?;
+    s.audit
+        .check(&caller, Action::ManageAccounts, "apikey.create", None)
+        .await?;
     let kind = match string_field(&body, "kind")?.unwrap_or("api-key") {
         "api-key" => CredentialKind::ApiKey,
         "service-token" => CredentialKind::ServiceToken,
@@ -519,6 +588,13 @@ async fn issue_credential(
             &caller.subject,
         )
         .await?;
+    s.audit
+        .record(AuditEvent {
+            target: Some(issued.credential.id.clone()),
+            after: Some(credential_json(&issued.credential)),
+            ..audit::event(&caller, "apikey.create")
+        })
+        .await?;
     let mut out = credential_json(&issued.credential);
     out["token"] = json!(issued.token);
     Ok((StatusCode::CREATED, Json(out)).into_response())
@@ -529,7 +605,16 @@ async fn revoke_credential(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    caller.check(Action::ManageAccounts)?;
-    s.security.revoke_credential(&id).await?;
+    s.audit
+        .check(&caller, Action::ManageAccounts, "apikey.revoke", Some(&id))
+        .await?;
+    let revoked = s.security.revoke_credential(&id).await?;
+    s.audit
+        .record(AuditEvent {
+            target: Some(id.clone()),
+            before: Some(credential_json(&revoked)),
+            ..audit::event(&caller, "apikey.revoke")
+        })
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
