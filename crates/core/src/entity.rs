@@ -91,7 +91,7 @@ impl fmt::Display for EntityId {
 }
 
 /// The NGSI-LD kind of an attribute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum AttributeKind {
     Property,
     Relationship,

@@ -26,7 +26,7 @@ use vigie_store::{Store, StoreError};
 
 use crate::api::ApiError;
 use crate::config::Config;
-use crate::ingest::{BatchKind, DeviceRegistry, WriteError, WriteOutcome};
+use crate::ingest::{DeviceRegistry, WriteError, WriteOutcome};
 use crate::security::Caller;
 use crate::twin::Twin;
 
@@ -371,21 +371,16 @@ impl Audit {
         Ok(())
     }
 
-    /// Records a batch operation as one record: the ids created, updated and
+    /// Records a batch operation as one record: the ids created, updated (or deleted) and
     /// failed (with the reason), not the entities' bodies — a batch carries
     /// up to 1,000 entities, and provisioning a city is tens of thousands.
     pub async fn batch_write(
         &self,
         caller: &Caller,
-        kind: BatchKind,
+        (action, mode): (&str, &str),
         outcome: &Result<WriteOutcome, WriteError>,
         invalid: usize,
     ) -> Result<(), ApiError> {
-        let (action, mode) = match kind {
-            BatchKind::Create => ("entity.batch-create", "create"),
-            BatchKind::UpsertReplace => ("entity.batch-upsert", "replace"),
-            BatchKind::UpsertUpdate => ("entity.batch-upsert", "update"),
-        };
         let (outcome, detail, after) = match outcome {
             Err(e) => (Outcome::Failed, e.to_string(), None),
             Ok(WriteOutcome::Batch(results)) => {

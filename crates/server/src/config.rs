@@ -100,6 +100,8 @@ pub struct HistoryConfig {
 pub struct ApiConfig {
     pub default_page_size: usize,
     pub max_page_size: usize,
+    /// Most NGSI-LD tenants besides the default one.
+    pub max_tenants: usize,
 }
 
 /// Accounts, sessions, logins and API keys.
@@ -322,6 +324,7 @@ impl Default for ApiConfig {
         Self {
             default_page_size: 20,
             max_page_size: 1_000,
+            max_tenants: 100,
         }
     }
 }
@@ -441,6 +444,10 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         key: "api.max_page_size",
         doc: "Largest limit a query may ask; more gets TooManyResults.",
+    },
+    Setting {
+        key: "api.max_tenants",
+        doc: "Most NGSI-LD tenants (NGSILD-Tenant) besides the default; each is created on its first write.",
     },
     Setting {
         key: "tls.cert_file",

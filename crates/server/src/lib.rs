@@ -9,6 +9,7 @@ pub mod ingest;
 pub mod metrics;
 mod retention;
 pub mod security;
+pub mod tenants;
 pub mod tls;
 pub mod twin;
 
@@ -45,7 +46,7 @@ pub async fn open_store(config: &config::StoreConfig) -> anyhow::Result<Arc<dyn 
     Ok(Arc::new(store))
 }
 
-async fn load_twin(store: &dyn Store) -> anyhow::Result<Twin> {
+pub(crate) async fn load_twin(store: &dyn Store) -> anyhow::Result<Twin> {
     let mut all = Vec::new();
     loop {
         let page = store
@@ -89,6 +90,7 @@ pub struct Running {
     pub metrics: Arc<Metrics>,
     pub security: Arc<security::Security>,
     pub audit: Arc<Audit>,
+    tenants: Arc<tenants::Tenants>,
     config: Arc<Config>,
     ingest: IngestHandle,
     stop: CancellationToken,
@@ -152,6 +154,7 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
             twin: Arc::clone(&twin),
             metrics: Arc::clone(&metrics),
             batch_max: config.ingest.batch_max.max(1),
+            observers: Vec::new(),
         };
         let (stop, done) = (stop.clone(), writer_done.clone());
         tokio::spawn(async move {
@@ -246,7 +249,19 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
     }
     let flusher = tokio::spawn(Arc::clone(&security).run_flusher(std::time::Duration::from_secs(60), stop.clone()));
 
+    let tenants = Arc::new(tenants::Tenants::new(
+        Arc::new(tenants::Tenant {
+            name: None,
+            store: Arc::clone(&store),
+            twin: Arc::clone(&twin),
+            ingest: IngestHandle::new(tx.clone()),
+        }),
+        Arc::clone(&config),
+        Arc::clone(&metrics),
+        stop.clone(),
+    ));
     let state = AppState {
+        tenants: Arc::clone(&tenants),
         config: Arc::clone(&config),
         twin: Arc::clone(&twin),
         ingest: IngestHandle::new(tx.clone()),
@@ -290,6 +305,7 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
         flusher,
         broker,
         security,
+        tenants,
         config,
     })
 }
@@ -355,6 +371,9 @@ impl Running {
         // Our own queue handle must go, or the writer would wait for it forever.
         drop(self.ingest);
         let _ = self.http.await;
+        self.tenants.shutdown().await;
+        // The default tenant's queue handle is ours too.
+        drop(self.tenants);
         let _ = self.writer.await;
         if let Some(c) = self.consumer {
             let _ = c.await;

@@ -39,6 +39,14 @@ pub enum ApiError {
     TooComplexQuery(String),
     #[error("{0}")]
     OperationNotSupported(String),
+    /// A read addressed a tenant that was never written.
+    #[error("{0}")]
+    NonexistentTenant(String),
+    #[error("{0}")]
+    NoMultiTenantSupport(String),
+    /// A JSON-LD @context could not be retrieved or is not valid.
+    #[error("{0}")]
+    LdContextNotAvailable(String),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
@@ -63,6 +71,17 @@ impl ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "OperationNotSupported",
                 "Operation not supported",
+            ),
+            Self::NonexistentTenant(_) => (StatusCode::NOT_FOUND, "NonexistentTenant", "Nonexistent tenant"),
+            Self::NoMultiTenantSupport(_) => (
+                StatusCode::NOT_IMPLEMENTED,
+                "NoMultiTenantSupport",
+                "No multi-tenant support",
+            ),
+            Self::LdContextNotAvailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "LdContextNotAvailable",
+                "LD context not available",
             ),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "InvalidRequest", "Payload too large"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "InternalError", "Service unavailable"),
@@ -114,6 +133,8 @@ impl From<WriteError> for ApiError {
         match e {
             WriteError::NotFound(_) => Self::NotFound(e.to_string()),
             WriteError::AlreadyExists(_) => Self::AlreadyExists(e.to_string()),
+            WriteError::AttributeNotFound { .. } => Self::NotFound(e.to_string()),
+            WriteError::Invalid(_) => Self::BadRequestData(e.to_string()),
             WriteError::Unavailable(_) => Self::Unavailable(e.to_string()),
         }
     }

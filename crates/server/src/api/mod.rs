@@ -32,6 +32,8 @@ use crate::twin::Twin;
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
+    /// NGSI-LD tenants; the default one is also `twin`, `ingest` and `store`.
+    pub tenants: Arc<crate::tenants::Tenants>,
     pub config: Arc<Config>,
     pub twin: Arc<Twin>,
     pub ingest: IngestHandle,

@@ -14,4 +14,7 @@ pub mod registry;
 pub mod writer;
 
 pub use registry::DeviceRegistry;
-pub use writer::{Acknowledge, BatchKind, IngestHandle, Work, WriteError, WriteOp, WriteOutcome, Writer};
+pub use writer::{
+    Acknowledge, BatchKind, Change, ChangeObserver, Edit, Edited, IngestHandle, NULL_MARKER, Work, WriteError, WriteOp,
+    WriteOutcome, Writer, merge,
+};

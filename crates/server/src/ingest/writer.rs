@@ -46,9 +46,40 @@ pub enum BatchKind {
     UpsertReplace,
     /// Creates entities, or merges attributes into existing ones.
     UpsertUpdate,
+    /// Adds or replaces attributes of existing entities (`noOverwrite`: adds only).
+    Update { overwrite: bool },
+    /// Merges fragments into existing entities (NGSI-LD merge semantics).
+    Merge,
 }
 
-#[derive(Debug, Clone)]
+impl BatchKind {
+    /// The audit trail's action and mode for a batch of this kind.
+    pub fn audit_labels(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Create => ("entity.batch-create", "create"),
+            Self::UpsertReplace => ("entity.batch-upsert", "replace"),
+            Self::UpsertUpdate => ("entity.batch-upsert", "update"),
+            Self::Update { overwrite: true } => ("entity.batch-update", "overwrite"),
+            Self::Update { overwrite: false } => ("entity.batch-update", "noOverwrite"),
+            Self::Merge => ("entity.batch-merge", "merge"),
+        }
+    }
+}
+
+/// A change to one existing entity, applied by the writer to its latest state
+/// (so concurrent writers never lose each other's changes). It returns the
+/// attributes it touched, for history, or why it cannot apply.
+pub type Edit = Box<dyn FnOnce(&mut Entity) -> Result<Edited, WriteError> + Send>;
+
+/// What an [`Edit`] did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Edited {
+    /// Attributes written (their new values go to history).
+    pub updated: Vec<String>,
+    /// Attributes not written, with the reason for each (a 207 answer).
+    pub not_updated: Vec<(String, String)>,
+}
+
 pub enum WriteOp {
     Create(Entity),
     Batch {
@@ -67,6 +98,27 @@ pub enum WriteOp {
         attributes: BTreeMap<String, Attribute>,
     },
     Delete(EntityId),
+    /// Deletes several entities; each missing one is reported.
+    BatchDelete(Vec<EntityId>),
+    /// Any other change to one existing entity: merge, replace, attribute operations.
+    Edit {
+        id: EntityId,
+        edit: Edit,
+    },
+}
+
+impl std::fmt::Debug for WriteOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Create(e) => f.debug_tuple("Create").field(&e.id).finish(),
+            Self::Batch { kind, entities } => write!(f, "Batch({kind:?}, {} entities)", entities.len()),
+            Self::Append { id, .. } => f.debug_tuple("Append").field(id).finish(),
+            Self::Update { id, .. } => f.debug_tuple("Update").field(id).finish(),
+            Self::Delete(id) => f.debug_tuple("Delete").field(id).finish(),
+            Self::BatchDelete(ids) => write!(f, "BatchDelete({} entities)", ids.len()),
+            Self::Edit { id, .. } => f.debug_tuple("Edit").field(id).finish(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -88,6 +140,11 @@ pub enum WriteError {
     NotFound(EntityId),
     #[error("entity {0} already exists")]
     AlreadyExists(EntityId),
+    #[error("entity {id} has no attribute '{attribute}'")]
+    AttributeNotFound { id: EntityId, attribute: String },
+    /// The change does not fit the entity (e.g. a merge fragment that does not apply).
+    #[error("{0}")]
+    Invalid(String),
     #[error("the store cannot write now: {0}")]
     Unavailable(String),
 }
@@ -125,24 +182,57 @@ pub struct Writer {
     pub twin: Arc<Twin>,
     pub metrics: Arc<Metrics>,
     pub batch_max: usize,
+    pub observers: Vec<Arc<dyn ChangeObserver>>,
 }
 
-/// Entities touched by a batch: `None` once deleted. Reads fall through to the twin.
+/// One entity's change in a committed batch: its state before the batch and
+/// after it (`None`: absent, or deleted). Several writes to one entity in one
+/// batch make one change.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub id: EntityId,
+    pub before: Option<Arc<Entity>>,
+    pub after: Option<Arc<Entity>>,
+}
+
+/// Sees every change the writer commits (subscriptions, the console's live feed).
+pub trait ChangeObserver: Send + Sync {
+    /// Runs before the commit: what it adds to `batch` (e.g. pending
+    /// notifications) is committed in the same transaction as the changes.
+    fn prepare(&self, changes: &[Change], now: Timestamp, batch: &mut WriteBatch);
+    /// Runs once the batch is durable and the twin shows it.
+    fn committed(&self, batch: &WriteBatch);
+}
+
+/// An entity's state before a batch and now (`None`: absent or deleted).
+type BeforeAndNow = (Option<Arc<Entity>>, Option<Arc<Entity>>);
+
+/// Entities touched by a batch. Reads fall through to the twin.
 struct WorkingSet<'a> {
     twin: &'a Twin,
-    touched: HashMap<EntityId, Option<Arc<Entity>>>,
+    touched: HashMap<EntityId, BeforeAndNow>,
 }
 
 impl WorkingSet<'_> {
     fn get(&self, id: &EntityId) -> Option<Arc<Entity>> {
         match self.touched.get(id) {
-            Some(state) => state.clone(),
+            Some((_, now)) => now.clone(),
             None => self.twin.get(id.as_str()),
         }
     }
 
+    fn set(&mut self, id: EntityId, state: Option<Arc<Entity>>) {
+        match self.touched.get_mut(&id) {
+            Some((_, now)) => *now = state,
+            None => {
+                let before = self.twin.get(id.as_str());
+                self.touched.insert(id, (before, state));
+            }
+        }
+    }
+
     fn put(&mut self, entity: Entity) {
-        self.touched.insert(entity.id.clone(), Some(Arc::new(entity)));
+        self.set(entity.id.clone(), Some(Arc::new(entity)));
     }
 }
 
@@ -166,7 +256,7 @@ type Reply = oneshot::Sender<Result<WriteOutcome, WriteError>>;
 /// What one batch produced, ready to commit.
 struct Prepared {
     batch: WriteBatch,
-    changes: Vec<(EntityId, Option<Arc<Entity>>)>,
+    changes: Vec<Change>,
     replies: Vec<(Reply, Result<WriteOutcome, WriteError>)>,
     acks: Vec<Box<dyn Acknowledge>>,
     mqtt_messages: u64,
@@ -226,7 +316,10 @@ impl Writer {
             }
         }
         let points = prepared.batch.history.len() as u64;
-        self.twin.commit(prepared.changes);
+        self.twin.commit(prepared.changes.into_iter().map(|c| (c.id, c.after)));
+        for observer in &self.observers {
+            observer.committed(&prepared.batch);
+        }
         for ack in prepared.acks {
             ack.acknowledge();
         }
@@ -277,12 +370,19 @@ impl Writer {
                 }
             }
         }
-        for (id, state) in ws.touched {
-            match &state {
+        for (id, (before, after)) in ws.touched {
+            // Deleting an entity created in the same batch changes nothing.
+            if before.is_none() && after.is_none() {
+                continue;
+            }
+            match &after {
                 Some(e) => p.batch.upserts.push(Arc::clone(e)),
                 None => p.batch.deletes.push(id.clone()),
             }
-            p.changes.push((id, state));
+            p.changes.push(Change { id, before, after });
+        }
+        for observer in &self.observers {
+            observer.prepare(&p.changes, now, &mut p.batch);
         }
         p
     }
@@ -333,7 +433,9 @@ fn apply_write(
                 .map(|e| {
                     let id = e.id.clone();
                     let result = match (kind, ws.get(&id)) {
-                        (_, None) => create(ws, e, now, history).map(|()| true),
+                        (BatchKind::Create | BatchKind::UpsertReplace | BatchKind::UpsertUpdate, None) => {
+                            create(ws, e, now, history).map(|()| true)
+                        }
                         (BatchKind::Create, Some(_)) => Err(WriteError::AlreadyExists(id.clone())),
                         (BatchKind::UpsertReplace, Some(old)) => {
                             let mut e = e;
@@ -343,17 +445,18 @@ fn apply_write(
                             ws.put(e);
                             Ok(false)
                         }
+                        (BatchKind::Update { .. } | BatchKind::Merge, None) => Err(WriteError::NotFound(id.clone())),
                         (BatchKind::UpsertUpdate, Some(old)) => {
+                            update_entity(ws, &old, e, true, now, history).map(|_| false)
+                        }
+                        (BatchKind::Update { overwrite }, Some(old)) => {
+                            update_entity(ws, &old, e, overwrite, now, history).map(|_| false)
+                        }
+                        (BatchKind::Merge, Some(old)) => {
                             let mut merged = Entity::clone(&old);
-                            let names: Vec<String> = e.attributes.keys().cloned().collect();
-                            merged.attributes.extend(e.attributes);
-                            if e.scope.is_some() {
-                                merged.scope = e.scope;
-                            }
-                            merged.modified_at = Some(now);
-                            history_of(&merged, names.into_iter(), now, history);
-                            ws.put(merged);
-                            Ok(false)
+                            merge(&mut merged, e)
+                                .and_then(|edited| commit_edit(ws, merged, edited, now, history))
+                                .map(|_| false)
                         }
                     };
                     (id, result)
@@ -378,7 +481,7 @@ fn apply_write(
                     updated.push(name);
                 }
             }
-            finish_attribute_write(ws, e, updated, not_updated, now, history)
+            commit_edit(ws, e, Edited { updated, not_updated }, now, history)
         }
         WriteOp::Update { id, attributes } => {
             let old = ws.get(&id).ok_or(WriteError::NotFound(id))?;
@@ -394,15 +497,106 @@ fn apply_write(
                     None => not_updated.push((name, "the entity has no such attribute".to_owned())),
                 }
             }
-            finish_attribute_write(ws, e, updated, not_updated, now, history)
+            commit_edit(ws, e, Edited { updated, not_updated }, now, history)
         }
         WriteOp::Delete(id) => {
             ws.get(&id).ok_or_else(|| WriteError::NotFound(id.clone()))?;
-            ws.touched.insert(id, None);
+            ws.set(id, None);
             Ok(WriteOutcome::Done)
+        }
+        WriteOp::BatchDelete(ids) => {
+            let results = ids
+                .into_iter()
+                .map(|id| match ws.get(&id) {
+                    Some(_) => {
+                        ws.set(id.clone(), None);
+                        (id, Ok(false))
+                    }
+                    None => (id.clone(), Err(WriteError::NotFound(id))),
+                })
+                .collect();
+            Ok(WriteOutcome::Batch(results))
+        }
+        WriteOp::Edit { id, edit } => {
+            let old = ws.get(&id).ok_or(WriteError::NotFound(id))?;
+            let mut e = Entity::clone(&old);
+            let edited = edit(&mut e)?;
+            commit_edit(ws, e, edited, now, history)
         }
     }
 }
+
+/// Adds the attributes of `fragment` to `old` (replacing existing ones unless
+/// `overwrite` is false), and its scope when it has one.
+fn update_entity(
+    ws: &mut WorkingSet<'_>,
+    old: &Entity,
+    fragment: Entity,
+    overwrite: bool,
+    now: Timestamp,
+    history: &mut Vec<HistoryPoint>,
+) -> Result<WriteOutcome, WriteError> {
+    let mut e = old.clone();
+    let mut edited = Edited::default();
+    for (name, attr) in fragment.attributes {
+        if !overwrite && e.attributes.contains_key(&name) {
+            edited
+                .not_updated
+                .push((name, "the attribute exists and noOverwrite was asked".to_owned()));
+        } else {
+            e.attributes.insert(name.clone(), attr);
+            edited.updated.push(name);
+        }
+    }
+    if fragment.scope.is_some() {
+        e.scope = fragment.scope;
+    }
+    commit_edit(ws, e, edited, now, history)
+}
+
+/// NGSI-LD merge (5.6.17): each attribute of the fragment replaces the
+/// existing one's value and metadata, keeping the sub-attributes it does not
+/// name; the value `urn:ngsi-ld:null` deletes the attribute.
+pub fn merge(e: &mut Entity, fragment: Entity) -> Result<Edited, WriteError> {
+    let mut edited = Edited::default();
+    for (name, attr) in fragment.attributes {
+        if attr.value.as_str() == Some(NULL_MARKER) {
+            if e.attributes.remove(&name).is_some() {
+                edited.updated.push(name);
+            }
+            continue;
+        }
+        match e.attributes.get_mut(&name) {
+            Some(existing) if existing.kind == attr.kind => {
+                existing.value = attr.value;
+                if attr.observed_at.is_some() {
+                    existing.observed_at = attr.observed_at;
+                }
+                if attr.unit_code.is_some() {
+                    existing.unit_code = attr.unit_code;
+                }
+                for (k, v) in attr.extra {
+                    if v.as_str() == Some(NULL_MARKER) || v.get("value").and_then(|v| v.as_str()) == Some(NULL_MARKER) {
+                        existing.extra.remove(&k);
+                    } else {
+                        existing.extra.insert(k, v);
+                    }
+                }
+            }
+            _ => {
+                e.attributes.insert(name.clone(), attr);
+            }
+        }
+        edited.updated.push(name);
+    }
+    if fragment.scope.is_some() {
+        e.scope = fragment.scope;
+    }
+    Ok(edited)
+}
+
+/// The value that deletes what it is merged into.
+pub const NULL_MARKER: &str = "urn:ngsi-ld:null";
 
 fn create(
     ws: &mut WorkingSet<'_>,
@@ -420,11 +614,12 @@ fn create(
     Ok(())
 }
 
-fn finish_attribute_write(
+/// Puts an edited entity in the batch when anything changed, with history
+/// for what was written; 207-style outcome when some attributes were not.
+fn commit_edit(
     ws: &mut WorkingSet<'_>,
     mut e: Entity,
-    updated: Vec<String>,
-    not_updated: Vec<(String, String)>,
+    Edited { updated, not_updated }: Edited,
     now: Timestamp,
     history: &mut Vec<HistoryPoint>,
 ) -> Result<WriteOutcome, WriteError> {

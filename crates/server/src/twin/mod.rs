@@ -8,7 +8,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use rstar::primitives::GeomWithData;
 use rstar::{AABB, RTree};
-use vigie_core::{Entity, EntityId};
+use vigie_core::{AttributeKind, Entity, EntityId};
 
 type Located = GeomWithData<[f64; 2], EntityId>;
 
@@ -34,6 +34,70 @@ pub struct Page {
 struct State {
     entities: BTreeMap<EntityId, Arc<Entity>>,
     spatial: RTree<Located>,
+    catalog: Catalog,
+}
+
+/// What the twin holds, by entity type and attribute, kept up to date on
+/// every commit so that discovery (`/types`, `/attributes`) counts every
+/// entity without scanning them.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Catalog {
+    pub types: BTreeMap<String, TypeStats>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct TypeStats {
+    pub entities: usize,
+    /// Per attribute name: how many entities of the type have it, by kind.
+    pub attributes: BTreeMap<String, BTreeMap<AttributeKind, usize>>,
+}
+
+impl Catalog {
+    fn add(&mut self, e: &Entity) {
+        let t = self.types.entry(e.entity_type.clone()).or_default();
+        t.entities += 1;
+        for (name, attr) in &e.attributes {
+            *t.attributes
+                .entry(name.clone())
+                .or_default()
+                .entry(attr.kind)
+                .or_insert(0) += 1;
+        }
+    }
+
+    fn remove(&mut self, e: &Entity) {
+        let Some(t) = self.types.get_mut(&e.entity_type) else {
+            return;
+        };
+        t.entities = t.entities.saturating_sub(1);
+        for (name, attr) in &e.attributes {
+            if let Some(kinds) = t.attributes.get_mut(name) {
+                if let Some(n) = kinds.get_mut(&attr.kind) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        kinds.remove(&attr.kind);
+                    }
+                }
+                if kinds.is_empty() {
+                    t.attributes.remove(name);
+                }
+            }
+        }
+        if t.entities == 0 {
+            self.types.remove(&e.entity_type);
+        }
+    }
+
+    /// Whether two states of an entity count the same (the usual telemetry
+    /// update: same type, same attribute names and kinds, new values).
+    fn same_shape(a: &Entity, b: &Entity) -> bool {
+        a.entity_type == b.entity_type
+            && a.attributes.len() == b.attributes.len()
+            && a.attributes
+                .iter()
+                .zip(b.attributes.iter())
+                .all(|((n1, a1), (n2, a2))| n1 == n2 && a1.kind == a2.kind)
+    }
 }
 
 #[derive(Default)]
@@ -52,7 +116,9 @@ impl Twin {
     pub fn from_entities(entities: impl IntoIterator<Item = Entity>) -> Self {
         let mut map = BTreeMap::new();
         let mut located = Vec::new();
+        let mut catalog = Catalog::default();
         for e in entities {
+            catalog.add(&e);
             if let Some(p) = location(&e) {
                 located.push(Located::new(p, e.id.clone()));
             }
@@ -62,6 +128,7 @@ impl Twin {
             state: RwLock::new(State {
                 entities: map,
                 spatial: RTree::bulk_load(located),
+                catalog,
             }),
         }
     }
@@ -85,13 +152,28 @@ impl Twin {
     /// Applies committed changes: `Some` is the entity's new state, `None` a deletion.
     pub fn commit(&self, changes: impl IntoIterator<Item = (EntityId, Option<Arc<Entity>>)>) {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
-        let State { entities, spatial } = &mut *state;
+        let State {
+            entities,
+            spatial,
+            catalog,
+        } = &mut *state;
         for (id, new) in changes {
             let new_location = new.as_deref().and_then(location);
-            let old = match new {
-                Some(e) => entities.insert(id.clone(), e),
+            let old = match &new {
+                Some(e) => entities.insert(id.clone(), Arc::clone(e)),
                 None => entities.remove(&id),
             };
+            match (old.as_deref(), new.as_deref()) {
+                (Some(o), Some(n)) if Catalog::same_shape(o, n) => {}
+                (o, n) => {
+                    if let Some(o) = o {
+                        catalog.remove(o);
+                    }
+                    if let Some(n) = n {
+                        catalog.add(n);
+                    }
+                }
+            }
             let old_location = old.as_deref().and_then(location);
             if old_location != new_location {
                 if let Some(p) = old_location {
@@ -173,11 +255,30 @@ impl Twin {
 
     /// Distinct entity types with their counts (for the overview and discovery).
     pub fn types(&self) -> BTreeMap<String, usize> {
-        let mut out = BTreeMap::new();
-        for e in self.read().entities.values() {
-            *out.entry(e.entity_type.clone()).or_insert(0) += 1;
+        let state = self.read();
+        state
+            .catalog
+            .types
+            .iter()
+            .map(|(t, s)| (t.clone(), s.entities))
+            .collect()
+    }
+
+    /// Types and attributes of every entity, `visible` deciding which
+    /// entities count (the caller's sight): the catalog when every entity
+    /// counts, a scan otherwise.
+    pub fn catalog(&self, visible: Option<&dyn Fn(&Entity) -> bool>) -> Catalog {
+        let state = self.read();
+        match visible {
+            None => state.catalog.clone(),
+            Some(visible) => {
+                let mut catalog = Catalog::default();
+                for e in state.entities.values().filter(|e| visible(e)) {
+                    catalog.add(e);
+                }
+                catalog
+            }
         }
-        out
     }
 }
 
@@ -230,5 +331,33 @@ mod tests {
         twin.commit([(light(2, 0.0, 0.0).id, None)]);
         assert_eq!(near(6.0, 48.0), Some(0));
         assert_eq!(twin.len(), 1);
+    }
+
+    #[test]
+    fn the_catalog_follows_every_commit() {
+        let twin = Twin::from_entities((0..3).map(|n| light(n, 5.0, 47.0)));
+        let counts = |twin: &Twin| {
+            let c = twin.catalog(None);
+            let scanned = twin.catalog(Some(&|_| true));
+            assert_eq!(c, scanned, "the incremental catalog drifted from a scan");
+            c
+        };
+        assert_eq!(counts(&twin).types["Streetlight"].entities, 3);
+        let lit = light(1, 5.0, 47.0).with("powerState", Attribute::property("on"));
+        twin.commit([(lit.id.clone(), Some(Arc::new(lit)))]);
+        let c = counts(&twin);
+        assert_eq!(
+            c.types["Streetlight"].attributes["powerState"][&AttributeKind::Property],
+            1
+        );
+        assert_eq!(
+            c.types["Streetlight"].attributes["location"][&AttributeKind::GeoProperty],
+            3
+        );
+        let cabinet = Entity::new(EntityId::new("urn:ngsi-ld:Cabinet:1").unwrap(), "Cabinet", None);
+        twin.commit([(cabinet.id.clone(), Some(Arc::new(cabinet)))]);
+        twin.commit((0..3).map(|n| (light(n, 0.0, 0.0).id, None)));
+        let c = counts(&twin);
+        assert_eq!(c.types.keys().collect::<Vec<_>>(), ["Cabinet"]);
     }
 }

@@ -1,0 +1,376 @@
+//! One entity: create, retrieve, replace, merge, delete, and its attributes
+//! (append, update, partial update, replace, delete).
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value};
+use vigie_core::audit::AuditEvent;
+use vigie_core::{Action, Attribute, Entity};
+
+use super::{
+    Rendering, check_writable, entity_and_state, entity_id, linked_json, not_found, parse_attributes, parse_entity,
+    partial_or_done,
+};
+use crate::api::{ApiError, AppState, JsonBody, Params};
+use crate::audit;
+use crate::ingest::{Edit, Edited, NULL_MARKER, WriteError, WriteOp};
+use crate::security::Caller;
+
+pub(super) async fn retrieve(
+    State(s): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    params: Params,
+) -> Result<Response, ApiError> {
+    caller.check(Action::ReadEntities)?;
+    let tenant = s.tenants.for_read(&headers).await?;
+    let id = entity_id(&id)?;
+    let rendering = Rendering::from_params(&params)?;
+    let types = params.list("type");
+    let entity = tenant
+        .twin
+        .get(id.as_str())
+        .filter(|e| s.security.sees(&caller, e.scope.as_ref()))
+        .filter(|e| types.as_ref().is_none_or(|t| t.contains(&e.entity_type)))
+        .ok_or_else(|| not_found(&id))?;
+    if s.security.is_personal(entity.scope.as_ref()) {
+        s.audit
+            .record(AuditEvent {
+                target: Some(id.to_string()),
+                ..audit::event(&caller, "personal-data.read")
+            })
+            .await?;
+    }
+    Ok(linked_json(StatusCode::OK, rendering.render(&entity), HeaderMap::new()))
+}
+
+pub(super) async fn create(
+    State(s): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let entity = parse_entity(&body)?;
+    let id = entity.id.clone();
+    s.audit
+        .check_in(
+            &caller,
+            Action::WriteEntities,
+            entity.scope.as_ref(),
+            "entity.create",
+            Some(id.as_str()),
+        )
+        .await?;
+    let tenant = s.tenants.for_write(&headers).await?;
+    if let Some(existing) = tenant.twin.get(entity.id.as_str())
+        && !caller.sees(existing.scope.as_ref())
+    {
+        // Ids are global: the most this says is that the id is taken elsewhere.
+        return Err(ApiError::Forbidden(format!(
+            "entity {} is outside the caller's scope",
+            entity.id
+        )));
+    }
+    let location = format!("/ngsi-ld/v1/entities/{}", entity.id);
+    let result = tenant.ingest.write(WriteOp::Create(entity)).await;
+    s.audit
+        .entity_write(&tenant.twin, &caller, "entity.create", &id, None, &result)
+        .await?;
+    result?;
+    let mut res = StatusCode::CREATED.into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(res)
+}
+
+pub(super) async fn delete(
+    State(s): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let tenant = s.tenants.for_read(&headers).await?;
+    let (id, before) = entity_and_state(&tenant, &id)?;
+    check_writable(&s, &caller, "entity.delete", &id, before.as_deref()).await?;
+    let result = tenant.ingest.write(WriteOp::Delete(id.clone())).await;
+    s.audit
+        .entity_write(&tenant.twin, &caller, "entity.delete", &id, before, &result)
+        .await?;
+    result?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Runs one change to an existing entity: scope check, the write, its audit
+/// record; 204, or 207 when some attributes were not written.
+async fn edit(
+    s: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    raw_id: &str,
+    verb: &str,
+    make: impl FnOnce(&Entity) -> Result<Edit, ApiError>,
+) -> Result<Response, ApiError> {
+    let tenant = s.tenants.for_read(headers).await?;
+    let (id, before) = entity_and_state(&tenant, raw_id)?;
+    check_writable(s, caller, verb, &id, before.as_deref()).await?;
+    let current = before.as_deref().ok_or_else(|| not_found(&id))?;
+    let op = WriteOp::Edit {
+        id: id.clone(),
+        edit: make(current)?,
+    };
+    let result = tenant.ingest.write(op).await;
+    s.audit
+        .entity_write(&tenant.twin, caller, verb, &id, before, &result)
+        .await?;
+    Ok(partial_or_done(result?))
+}
+
+pub(super) async fn append_attributes(
+    State(s): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    params: Params,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let attributes = parse_attributes(&body)?;
+    let overwrite = !params.has_option("noOverwrite");
+    edit(&s, &caller, &headers, &id, "entity.append", |_| {
+        Ok(Box::new(move |e: &mut Entity| {
+            let mut edited = Edited::default();
+            for (name, attr) in attributes {
+                if !overwrite && e.attributes.contains_key(&name) {
+                    let why = "the attribute exists and noOverwrite was asked".to_owned();
+                    edited.not_updated.push((name, why));
+                } else {
+                    e.attributes.insert(name.clone(), attr);
+                    edited.updated.push(name);
+                }
+            }
+            Ok(edited)
+        }))
+    })
+    .await
+}
+
+pub(super) async fn update_attributes(
+    State(s): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let attributes = parse_attributes(&body)?;
+    edit(&s, &caller, &headers, &id, "entity.update", |_| {
+        Ok(Box::new(move |e: &mut Entity| {
+            let mut edited = Edited::default();
+            for (name, attr) in attributes {
+                match e.attributes.get_mut(&name) {
+                    Some(slot) => {
+                        *slot = attr;
+                        edited.updated.push(name);
+                    }
+                    None => edited
+                        .not_updated
+                        .push((name, "the entity has no such attribute".to_owned())),
+                }
+            }
+            Ok(edited)
+        }))
+    })
+    .await
+}
+
+/// The body of a replace or merge: an entity fragment whose `id`, when
+/// given, is the path's, and whose `type` defaults to the entity's.
+fn fragment(body: Value, current: &Entity) -> Result<Entity, ApiError> {
+    let Value::Object(mut obj) = body else {
+        return Err(ApiError::BadRequestData(
+            "the body must be a JSON object (an entity fragment)".into(),
+        ));
+    };
+    match obj.get("id").and_then(Value::as_str) {
+        Some(id) if id != current.id.as_str() => {
+            return Err(ApiError::BadRequestData(format!(
+                "the body's id {id} is not the entity's ({})",
+                current.id
+            )));
+        }
+        _ => {}
+    }
+    obj.insert("id".into(), Value::String(current.id.to_string()));
+    obj.entry("type")
+        .or_insert_with(|| Value::String(current.entity_type.clone()));
+    parse_entity(&Value::Object(obj))
+}
+
+/// PUT /entities/{id}: everything but the id and the creation time is replaced.
+pub(super) async fn replace(
+    State(s): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    edit(&s, &caller, &headers, &id, "entity.replace", |current| {
+        let mut new = fragment(body, current)?;
+        // Replacing moves an entity only within the caller's scope; an entity
+        // sent without a scope keeps the one it has.
+        if new.scope.is_none() {
+            new.scope.clone_from(&current.scope);
+        }
+        if !caller.sees(new.scope.as_ref()) {
+            return Err(ApiError::Forbidden(format!(
+                "the new scope of {} is outside the caller's grant",
+                current.id
+            )));
+        }
+        Ok(Box::new(move |e: &mut Entity| {
+            // Touched: what the entity had and what it now has.
+            let mut updated: Vec<String> = e.attributes.keys().chain(new.attributes.keys()).cloned().collect();
+            updated.sort();
+            updated.dedup();
+            e.entity_type = new.entity_type;
+            e.scope = new.scope;
+            e.attributes = new.attributes;
+            Ok(Edited {
+                updated,
+                not_updated: Vec::new(),
+            })
+        }))
+    })
+    .await
+}
+
+/// PATCH /entities/{id}: merges a fragment (5.6.17).
+pub(super) async fn merge(
+    State(s): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    edit(&s, &caller, &headers, &id, "entity.merge", |current| {
+        let fragment = fragment(body, current)?;
+        if fragment.entity_type != current.entity_type {
+            return Err(ApiError::BadRequestData(format!(
+                "a merge cannot change the type of {} ({} to {})",
+                current.id, current.entity_type, fragment.entity_type
+            )));
+        }
+        if fragment.scope.is_some() && !caller.sees(fragment.scope.as_ref()) {
+            return Err(ApiError::Forbidden(format!(
+                "the new scope of {} is outside the caller's grant",
+                current.id
+            )));
+        }
+        Ok(Box::new(move |e: &mut Entity| crate::ingest::merge(e, fragment)))
+    })
+    .await
+}
+
+/// The attribute `name` of `e`, or 404.
+fn attribute_mut<'e>(e: &'e mut Entity, name: &str) -> Result<&'e mut Attribute, WriteError> {
+    let id = e.id.clone();
+    e.attributes.get_mut(name).ok_or_else(|| WriteError::AttributeNotFound {
+        id,
+        attribute: name.to_owned(),
+    })
+}
+
+/// PATCH /entities/{id}/attrs/{attr}: the members given replace the
+/// attribute's, the others stay; a member set to `urn:ngsi-ld:null` goes.
+pub(super) async fn partial_attribute_update(
+    State(s): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path((id, attr)): Path<(String, String)>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let Value::Object(members) = body else {
+        return Err(ApiError::BadRequestData(
+            "the body must be a JSON object of the attribute's members".into(),
+        ));
+    };
+    edit(&s, &caller, &headers, &id, "entity.attribute-update", |_| {
+        Ok(Box::new(move |e: &mut Entity| {
+            let slot = attribute_mut(e, &attr)?;
+            let Value::Object(mut merged) = slot.to_normalized() else {
+                return Err(WriteError::Invalid(format!("attribute '{attr}' is not an object")));
+            };
+            overlay(&mut merged, members);
+            *slot = Attribute::from_normalized(&attr, &Value::Object(merged)).map_err(WriteError::Invalid)?;
+            Ok(Edited {
+                updated: vec![attr],
+                not_updated: Vec::new(),
+            })
+        }))
+    })
+    .await
+}
+
+/// Puts `members` over `target`: the null marker removes a member.
+fn overlay(target: &mut Map<String, Value>, members: Map<String, Value>) {
+    for (k, v) in members {
+        let is_null = v.as_str() == Some(NULL_MARKER)
+            || (k != "value" && v.get("value").and_then(Value::as_str) == Some(NULL_MARKER));
+        if is_null {
+            target.remove(&k);
+        } else {
+            target.insert(k, v);
+        }
+    }
+}
+
+/// PUT /entities/{id}/attrs/{attr}: the attribute, which must exist, is replaced.
+pub(super) async fn replace_attribute(
+    State(s): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path((id, attr)): Path<(String, String)>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let new = Attribute::from_normalized(&attr, &body).map_err(ApiError::BadRequestData)?;
+    edit(&s, &caller, &headers, &id, "entity.attribute-replace", |_| {
+        Ok(Box::new(move |e: &mut Entity| {
+            *attribute_mut(e, &attr)? = new;
+            Ok(Edited {
+                updated: vec![attr],
+                not_updated: Vec::new(),
+            })
+        }))
+    })
+    .await
+}
+
+/// DELETE /entities/{id}/attrs/{attr}: `datasetId` names the instance.
+pub(super) async fn delete_attribute(
+    State(s): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path((id, attr)): Path<(String, String)>,
+    params: Params,
+) -> Result<Response, ApiError> {
+    let dataset = params.get("datasetId").map(str::to_owned);
+    let delete_all = params.get("deleteAll") == Some("true");
+    edit(&s, &caller, &headers, &id, "entity.attribute-delete", |_| {
+        Ok(Box::new(move |e: &mut Entity| {
+            let instance = attribute_mut(e, &attr)?;
+            if !delete_all && instance.dataset_id != dataset {
+                return Err(WriteError::AttributeNotFound {
+                    id: e.id.clone(),
+                    attribute: format!("{attr} (datasetId {})", dataset.as_deref().unwrap_or("default")),
+                });
+            }
+            e.attributes.remove(&attr);
+            Ok(Edited {
+                updated: vec![attr],
+                not_updated: Vec::new(),
+            })
+        }))
+    })
+    .await
+}

@@ -1,0 +1,270 @@
+//! NGSI-LD (ETSI GS CIM 009): entities, batch operations, discovery, with
+//! tenants. Each endpoint family has its module; what they share (rendering,
+//! parsing, scope checks, the `Link` header) is here.
+
+mod batch;
+mod discovery;
+mod entities;
+mod query;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::{Value, json};
+use vigie_core::entity::Normalized;
+use vigie_core::ngsi::{self, GeoQuery, GeoQueryError, QueryError};
+use vigie_core::{Action, Attribute, Entity, EntityId};
+
+use super::{ApiError, AppState, Params};
+use crate::ingest::WriteOutcome;
+use crate::security::Caller;
+use crate::tenants::Tenant;
+
+/// The NGSI-LD core context.
+macro_rules! core_context {
+    () => {
+        "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld"
+    };
+}
+/// The `Link` header naming the NGSI-LD core context on every `application/json` answer.
+const CORE_CONTEXT_LINK: &str = concat!(
+    "<",
+    core_context!(),
+    ">; rel=\"http://www.w3.org/ns/json-ld#context\"; type=\"application/ld+json\""
+);
+/// Where short names expand to under the core context alone.
+const DEFAULT_VOCABULARY: &str = "https://uri.etsi.org/ngsi-ld/default-context/";
+/// Most entities in one batch operation.
+const MAX_BATCH: usize = 1_000;
+/// Longest regular expression accepted in `idPattern`.
+const MAX_PATTERN_BYTES: usize = 1_024;
+
+pub fn routes() -> Router<AppState> {
+    use axum::routing::{delete, patch};
+    Router::new()
+        .route("/ngsi-ld/v1/entities", get(query::get).post(entities::create))
+        .route(
+            "/ngsi-ld/v1/entities/{id}",
+            get(entities::retrieve)
+                .delete(entities::delete)
+                .put(entities::replace)
+                .patch(entities::merge),
+        )
+        .route(
+            "/ngsi-ld/v1/entities/{id}/attrs",
+            post(entities::append_attributes).patch(entities::update_attributes),
+        )
+        .route(
+            "/ngsi-ld/v1/entities/{id}/attrs/{attr}",
+            patch(entities::partial_attribute_update)
+                .put(entities::replace_attribute)
+                .merge(delete(entities::delete_attribute)),
+        )
+        .route("/ngsi-ld/v1/entityOperations/create", post(batch::create))
+        .route("/ngsi-ld/v1/entityOperations/upsert", post(batch::upsert))
+        .route("/ngsi-ld/v1/entityOperations/update", post(batch::update))
+        .route("/ngsi-ld/v1/entityOperations/merge", post(batch::merge))
+        .route("/ngsi-ld/v1/entityOperations/delete", post(batch::delete))
+        .route("/ngsi-ld/v1/entityOperations/query", post(query::post))
+        .route("/ngsi-ld/v1/types", get(discovery::types))
+        .route("/ngsi-ld/v1/types/{type}", get(discovery::type_info))
+        .route("/ngsi-ld/v1/attributes", get(discovery::attributes))
+        .route("/ngsi-ld/v1/attributes/{attr}", get(discovery::attribute_info))
+}
+
+/// The full IRI of a name, as the core context expands it.
+fn expanded(name: &str) -> String {
+    if name.contains(':') {
+        name.to_owned()
+    } else {
+        format!("{DEFAULT_VOCABULARY}{name}")
+    }
+}
+
+fn entity_id(raw: &str) -> Result<EntityId, ApiError> {
+    EntityId::new(raw).map_err(|e| ApiError::BadRequestData(e.to_string()))
+}
+
+/// How an entity is rendered: which attributes, which form.
+struct Rendering {
+    /// `attrs`: the attributes shown (and, in a query, required: one at least).
+    attrs: Option<Vec<String>>,
+    /// `pick` / `omit`: members kept or removed, nothing more.
+    pick: Option<Vec<String>>,
+    omit: Option<Vec<String>>,
+    key_values: bool,
+    sys_attrs: bool,
+}
+
+impl Rendering {
+    fn from_params(p: &Params) -> Result<Self, ApiError> {
+        if let Some(format) = p.get("format")
+            && !matches!(format, "keyValues" | "simplified" | "normalized")
+        {
+            return Err(ApiError::BadRequestData(format!("unknown format '{format}'")));
+        }
+        let (pick, omit) = (p.list("pick"), p.list("omit"));
+        if pick.is_some() && omit.is_some() {
+            return Err(ApiError::BadRequestData("pick and omit cannot be used together".into()));
+        }
+        let key_values = p.has_option("keyValues")
+            || p.has_option("simplified")
+            || matches!(p.get("format"), Some("keyValues" | "simplified"));
+        Ok(Self {
+            attrs: p.list("attrs"),
+            pick,
+            omit,
+            key_values,
+            sys_attrs: p.has_option("sysAttrs"),
+        })
+    }
+
+    fn render<'a>(&self, e: &'a Entity) -> Rendered<'a> {
+        let shaped = self.key_values || self.attrs.is_some() || self.pick.is_some() || self.omit.is_some();
+        if !shaped {
+            return Rendered::Normalized(e.normalized(self.sys_attrs));
+        }
+        let mut v = if self.key_values {
+            ngsi::key_values(e)
+        } else {
+            e.to_normalized(self.sys_attrs)
+        };
+        if let (Some(attrs), Value::Object(m)) = (&self.attrs, &mut v) {
+            m.retain(|k, _| matches!(k.as_str(), "id" | "type" | "scope") || attrs.iter().any(|a| a == k));
+        }
+        ngsi::project(&mut v, self.pick.as_deref(), self.omit.as_deref());
+        Rendered::Shaped(v)
+    }
+}
+
+/// A rendered entity: the plain normalized form is serialized straight from
+/// the twin's entity (the common case: reads by id); others go through a `Value`.
+enum Rendered<'a> {
+    Normalized(Normalized<'a>),
+    Shaped(Value),
+}
+
+impl Serialize for Rendered<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Normalized(n) => n.serialize(s),
+            Self::Shaped(v) => v.serialize(s),
+        }
+    }
+}
+
+fn query_error(parameter: &str, e: QueryError) -> ApiError {
+    match e {
+        QueryError::TooComplex { .. } => ApiError::TooComplexQuery(format!("{parameter}: {e}")),
+        QueryError::Syntax { .. } => ApiError::BadRequestData(format!("invalid {parameter}: {e}")),
+    }
+}
+
+/// The geo-query of a request, if it has one: `georel`, `geometry` and
+/// `coordinates` go together.
+fn geo_query(p: &Params) -> Result<Option<GeoQuery>, ApiError> {
+    let (georel, geometry, coordinates) = (p.get("georel"), p.get("geometry"), p.get("coordinates"));
+    match (georel, geometry, coordinates) {
+        (None, None, None) => Ok(None),
+        (Some(georel), Some(geometry), Some(coordinates)) => {
+            GeoQuery::parse(georel, geometry, coordinates, p.get("geoproperty"))
+                .map(Some)
+                .map_err(|e| match e {
+                    GeoQueryError::TooComplex { .. } => ApiError::TooComplexQuery(e.to_string()),
+                    _ => ApiError::BadRequestData(e.to_string()),
+                })
+        }
+        _ => Err(ApiError::BadRequestData(
+            "a geo-query needs georel, geometry and coordinates together".into(),
+        )),
+    }
+}
+
+/// JSON with the core context linked, as NGSI-LD asks for `application/json`.
+fn linked_json(status: StatusCode, body: impl Serialize, extra: HeaderMap) -> Response {
+    let mut res = (status, extra, Json(body)).into_response();
+    res.headers_mut()
+        .insert(header::LINK, HeaderValue::from_static(CORE_CONTEXT_LINK));
+    res
+}
+
+/// An entity out of the caller's sight is answered exactly like one that
+/// does not exist, so ids leak nothing.
+fn not_found(id: &EntityId) -> ApiError {
+    ApiError::NotFound(format!("entity {id} does not exist"))
+}
+
+/// Whether the caller may change the entity `id` (its state `current`): 403
+/// (audited) when its scope is outside the grant.
+/// Writes follow the grant only: the personal-data rule hides entities from
+/// reads (an administrator provisions cameras without seeing them).
+async fn check_writable(
+    s: &AppState,
+    caller: &Caller,
+    verb: &str,
+    id: &EntityId,
+    current: Option<&Entity>,
+) -> Result<(), ApiError> {
+    s.audit
+        .check(caller, Action::WriteEntities, verb, Some(id.as_str()))
+        .await?;
+    match current {
+        Some(current) => {
+            s.audit
+                .check_in(
+                    caller,
+                    Action::WriteEntities,
+                    current.scope.as_ref(),
+                    verb,
+                    Some(id.as_str()),
+                )
+                .await
+        }
+        // The writer answers 404, and the failed attempt is audited.
+        None => Ok(()),
+    }
+}
+
+fn parse_entity(v: &Value) -> Result<Entity, ApiError> {
+    Entity::from_normalized(v).map_err(ApiError::BadRequestData)
+}
+
+fn parse_attributes(v: &Value) -> Result<BTreeMap<String, Attribute>, ApiError> {
+    let obj = v
+        .as_object()
+        .ok_or_else(|| ApiError::BadRequestData("the body must be a JSON object of attributes".into()))?;
+    obj.iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "@context" | "id" | "type"))
+        .map(|(k, v)| Attribute::from_normalized(k, v).map(|a| (k.clone(), a)))
+        .collect::<Result<_, _>>()
+        .map_err(ApiError::BadRequestData)
+}
+
+fn partial_or_done(outcome: WriteOutcome) -> Response {
+    match outcome {
+        WriteOutcome::Partial { updated, not_updated } => {
+            let not_updated: Vec<Value> = not_updated
+                .into_iter()
+                .map(|(name, reason)| json!({"attributeName": name, "reason": reason}))
+                .collect();
+            (
+                StatusCode::MULTI_STATUS,
+                Json(json!({"updated": updated, "notUpdated": not_updated})),
+            )
+                .into_response()
+        }
+        _ => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+/// The entity id of a path, and the entity's state before a write (for the audit trail).
+fn entity_and_state(tenant: &Tenant, raw: &str) -> Result<(EntityId, Option<Arc<Entity>>), ApiError> {
+    let id = entity_id(raw)?;
+    let before = tenant.twin.get(id.as_str());
+    Ok((id, before))
+}
