@@ -11,7 +11,7 @@
 //!
 //! Only what names need is processed: term → IRI mappings (`@id`, compact IRIs,
 //! `@vocab`, `@import`, `@protected`). Value coercion (`@type`), containers and
-//! scoped contexts change nothing to a name and are checked for shape only.
+//! scoped contexts change no top-level name: they are accepted, not applied.
 //!
 //! Offline first: the core contexts v1.3 to v1.8 and the Smart Data Models
 //! contexts Vigie ships are embedded ([`BuiltinContexts`]) and always preferred
@@ -874,6 +874,10 @@ impl<'c> Translation<'c> {
             return Cow::Borrowed(name);
         }
         let iri = self.from.expand(name);
+        if iri.starts_with('@') {
+            // `id` and `type` (in `pick`, say) alias keywords: names of no attribute.
+            return Cow::Borrowed(name);
+        }
         let translated = self.to.compact(&iri);
         if translated == name {
             Cow::Borrowed(name)
@@ -1532,11 +1536,13 @@ mod tests {
     #[test]
     fn lists_of_names_are_renamed() {
         let ctx = build(json!(STREETLIGHTING)).unwrap();
-        let mut attrs = vec!["powerState".to_owned(), "location".to_owned(), "custom".to_owned()];
-        Translation::incoming(&ctx).names(&mut attrs);
-        assert_eq!(attrs, [SDM_POWER_STATE, "location", "custom"]);
-        Translation::outgoing(&ctx).names(&mut attrs);
-        assert_eq!(attrs, ["powerState", "location", "custom"]);
+        let mut pick: Vec<String> = ["id", "type", "powerState", "location", "custom"]
+            .map(String::from)
+            .into();
+        Translation::incoming(&ctx).names(&mut pick);
+        assert_eq!(pick, ["id", "type", SDM_POWER_STATE, "location", "custom"]);
+        Translation::outgoing(&ctx).names(&mut pick);
+        assert_eq!(pick, ["id", "type", "powerState", "location", "custom"]);
     }
 
     #[test]
