@@ -111,80 +111,50 @@ macro_rules! core_context {
     };
 }
 
-/// A Smart Data Models subject's context, under both URLs it is published at.
-macro_rules! smart_data_models {
-    ($subject:literal) => {
-        [
+/// The core contexts, the unversioned alias of the newest, and each Smart
+/// Data Models subject's context under both URLs the programme publishes it at.
+macro_rules! embedded_contexts {
+    (core: [$($version:literal),*], latest: $latest:literal, smart_data_models: [$($subject:literal),*]) => {
+        &[
+            $(core_context!($version),)*
             EmbeddedContext {
-                url: concat!(
-                    "https://raw.githubusercontent.com/smart-data-models/",
-                    $subject,
-                    "/master/context.jsonld"
-                ),
-                text: include_str!(concat!(
-                    "../../contexts/smart-data-models/",
-                    $subject,
-                    "/context.jsonld"
-                )),
+                url: CORE_CONTEXT_LATEST_URL,
+                text: core_context!($latest).text,
             },
-            EmbeddedContext {
-                url: concat!("https://smart-data-models.github.io/", $subject, "/context.jsonld"),
-                text: include_str!(concat!(
-                    "../../contexts/smart-data-models/",
-                    $subject,
-                    "/context.jsonld"
-                )),
-            },
+            $(
+                EmbeddedContext {
+                    url: concat!(
+                        "https://raw.githubusercontent.com/smart-data-models/",
+                        $subject,
+                        "/master/context.jsonld"
+                    ),
+                    text: include_str!(concat!("../../contexts/smart-data-models/", $subject, "/context.jsonld")),
+                },
+                EmbeddedContext {
+                    url: concat!("https://smart-data-models.github.io/", $subject, "/context.jsonld"),
+                    text: include_str!(concat!("../../contexts/smart-data-models/", $subject, "/context.jsonld")),
+                },
+            )*
         ]
     };
 }
 
-const CORE_V1_8: EmbeddedContext = core_context!("1.8");
-
 /// Every context document Vigie embeds (see `crates/core/contexts/README.md`).
-pub const EMBEDDED_CONTEXTS: &[EmbeddedContext] = &{
-    let sdm = [
-        smart_data_models!("dataModel.Alert"),
-        smart_data_models!("dataModel.Building"),
-        smart_data_models!("dataModel.Device"),
-        smart_data_models!("dataModel.IssueTracking"),
-        smart_data_models!("dataModel.Parking"),
-        smart_data_models!("dataModel.Streetlighting"),
-        smart_data_models!("dataModel.Transportation"),
-        smart_data_models!("dataModel.WasteManagement"),
-        smart_data_models!("dataModel.Weather"),
-    ];
-    [
-        core_context!("1.3"),
-        core_context!("1.4"),
-        core_context!("1.5"),
-        core_context!("1.6"),
-        core_context!("1.7"),
-        CORE_V1_8,
-        EmbeddedContext {
-            url: CORE_CONTEXT_LATEST_URL,
-            text: CORE_V1_8.text,
-        },
-        sdm[0][0],
-        sdm[0][1],
-        sdm[1][0],
-        sdm[1][1],
-        sdm[2][0],
-        sdm[2][1],
-        sdm[3][0],
-        sdm[3][1],
-        sdm[4][0],
-        sdm[4][1],
-        sdm[5][0],
-        sdm[5][1],
-        sdm[6][0],
-        sdm[6][1],
-        sdm[7][0],
-        sdm[7][1],
-        sdm[8][0],
-        sdm[8][1],
+pub const EMBEDDED_CONTEXTS: &[EmbeddedContext] = embedded_contexts!(
+    core: ["1.3", "1.4", "1.5", "1.6", "1.7", "1.8"],
+    latest: "1.8",
+    smart_data_models: [
+        "dataModel.Alert",
+        "dataModel.Building",
+        "dataModel.Device",
+        "dataModel.IssueTracking",
+        "dataModel.Parking",
+        "dataModel.Streetlighting",
+        "dataModel.Transportation",
+        "dataModel.WasteManagement",
+        "dataModel.Weather"
     ]
-};
+);
 
 /// The embedded context documents, parsed once.
 #[derive(Debug)]
@@ -199,7 +169,7 @@ impl BuiltinContexts {
             documents: EMBEDDED_CONTEXTS
                 .iter()
                 .map(|c| {
-                    // Shipped files, not input: the `embedded_documents_parse` test
+                    // Shipped files, not input: the `embedded_documents_parse_and_process` test
                     // guards them, so a failure here is a broken build.
                     let doc: Value = serde_json::from_str(c.text)
                         .unwrap_or_else(|e| panic!("embedded @context {} is not JSON: {e}", c.url));
