@@ -1,12 +1,18 @@
 //! NGSI-LD request logic with no I/O: the `q` query language, `scopeQ`, geo
-//! queries, and the simplified rendering with `pick` / `omit`. The API layer
-//! decodes the URL, calls these, and turns their errors into ProblemDetails.
+//! queries, the simplified rendering with `pick` / `omit`, and the JSON-LD
+//! `@context` translation of names. The API layer decodes the URL, calls
+//! these, and turns their errors into ProblemDetails.
 
+pub mod context;
 pub mod geo;
 pub mod query;
 pub mod render;
 pub mod scope_query;
 
+pub use context::{
+    ActiveContext, BuiltinContexts, ContextError, ContextSource, EmbeddedContext, Representation, Translation,
+    link_header_value, parse_link_header,
+};
 pub use geo::{GeoQuery, GeoQueryError, GeoRel};
 pub use query::{AttrPath, Expr, Literal, Operand, Order, Pattern, Query, QueryError, Term, Test};
 pub use render::{key_values, project};
