@@ -1,16 +1,19 @@
 //! NGSI-LD request logic with no I/O: the `q` query language, `scopeQ`, geo
-//! queries, and the simplified rendering with `pick` / `omit`. The API layer
-//! decodes the URL, calls these, and turns their errors into ProblemDetails.
+//! queries, the simplified rendering with `pick` / `omit`, and subscriptions.
+//! The API layer decodes the URL, calls these, and turns their errors into
+//! ProblemDetails.
 
 pub mod geo;
 pub mod query;
 pub mod render;
 pub mod scope_query;
+pub mod subscription;
 
 pub use geo::{GeoQuery, GeoQueryError, GeoRel};
 pub use query::{AttrPath, Expr, Literal, Operand, Order, Pattern, Query, QueryError, Term, Test};
-pub use render::{key_values, project};
+pub use render::{key_value, key_values, project};
 pub use scope_query::{Level, ScopeExpr, ScopePattern, ScopeQuery};
+pub use subscription::{Change, ChangeKind, Subscription, SubscriptionError, Trigger, Verdict};
 
 #[cfg(test)]
 mod tests;
