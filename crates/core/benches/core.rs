@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the pure hot paths: decoding a device payload,
-//! applying it to an entity, and evaluating NGSI-LD `q` and geo-queries.
+//! applying it to an entity, evaluating NGSI-LD `q` and geo-queries, and
+//! matching a change against a broker's subscriptions.
 //! `cargo bench -p vigie-core`; the end-to-end figures come from `vigie bench`.
 
 use std::hint::black_box;
@@ -7,7 +8,7 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
 use vigie_core::decode::decode_iot_agent;
-use vigie_core::ngsi::{GeoQuery, Query};
+use vigie_core::ngsi::{Change, GeoQuery, Query, Subscription};
 use vigie_core::{Attribute, Device, Entity, EntityId, Timestamp};
 
 fn light_device() -> Device {
@@ -73,5 +74,34 @@ fn queries(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, decoding, queries);
+/// 100 subscriptions as a city might hold: by type, by id pattern, watched
+/// attributes, a `q`; a quarter of them about this light.
+fn subscriptions(c: &mut Criterion) {
+    let now = Timestamp::now();
+    let subs: Vec<Subscription> = (0..100)
+        .map(|i| {
+            let entity_type = if i % 4 == 0 { "Streetlight" } else { "Camera" };
+            let body = json!({
+                "entities": [{"type": entity_type, "idPattern": format!("^urn:ngsi-ld:{entity_type}:dijon:")}],
+                "watchedAttributes": ["status", "powerConsumption"],
+                "q": format!("powerConsumption>{}", i % 50),
+                "notification": {"endpoint": {"uri": "http://receiver.example/notify"}}
+            });
+            let id = EntityId::new(format!("urn:ngsi-ld:Subscription:{i}")).expect("a valid id");
+            Subscription::create(&body, id, now).expect("a valid subscription")
+        })
+        .collect();
+    let before = light();
+    let after = light().with("powerConsumption", Attribute::property(42.0).with_unit("WTT"));
+    c.bench_function("diff a change and evaluate 100 subscriptions", |b| {
+        b.iter(|| {
+            let change = Change::new(Some(black_box(&before)), Some(black_box(&after))).expect("one entity");
+            subs.iter()
+                .filter(|s| matches!(s.evaluate(&change, now), vigie_core::ngsi::Verdict::Fire(_)))
+                .count()
+        })
+    });
+}
+
+criterion_group!(benches, decoding, queries, subscriptions);
 criterion_main!(benches);

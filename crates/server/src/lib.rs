@@ -7,6 +7,7 @@ pub mod config;
 mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod outbound;
 mod retention;
 pub mod security;
 pub mod tenants;

@@ -1,13 +1,14 @@
 //! NGSI-LD request logic with no I/O: the `q` query language, `scopeQ`, geo
-//! queries, the simplified rendering with `pick` / `omit`, and the JSON-LD
-//! `@context` translation of names. The API layer decodes the URL, calls
-//! these, and turns their errors into ProblemDetails.
+//! queries, the simplified rendering with `pick` / `omit`, the JSON-LD
+//! `@context` translation of names, and subscriptions. The API layer decodes
+//! the URL, calls these, and turns their errors into ProblemDetails.
 
 pub mod context;
 pub mod geo;
 pub mod query;
 pub mod render;
 pub mod scope_query;
+pub mod subscription;
 
 pub use context::{
     ActiveContext, BuiltinContexts, ContextError, ContextSource, EmbeddedContext, Representation, Translation,
@@ -15,8 +16,9 @@ pub use context::{
 };
 pub use geo::{GeoQuery, GeoQueryError, GeoRel};
 pub use query::{AttrPath, Expr, Literal, Operand, Order, Pattern, Query, QueryError, Term, Test};
-pub use render::{key_values, project};
+pub use render::{key_value, key_values, project};
 pub use scope_query::{Level, ScopeExpr, ScopePattern, ScopeQuery};
+pub use subscription::{Change, ChangeKind, Subscription, SubscriptionError, Trigger, Verdict};
 
 #[cfg(test)]
 mod tests;

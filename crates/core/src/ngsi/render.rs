@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::{AttributeKind, Entity};
+use crate::{Attribute, AttributeKind, Entity};
 
 /// The entity in NGSI-LD simplified form: `id`, `type`, `scope` when it has
 /// one, then each attribute's name mapped to its bare value (a relationship's
@@ -16,21 +16,25 @@ pub fn key_values(entity: &Entity) -> Value {
         m.insert("scope".into(), Value::String(scope.to_ngsi()));
     }
     for (name, attr) in &entity.attributes {
-        let value = match attr.kind {
-            // Stored as `[{"object": id}, …]`; simplified, it is the ids alone.
-            AttributeKind::ListRelationship => Value::Array(
-                attr.value
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|o| o.get("object").cloned().unwrap_or_else(|| o.clone()))
-                    .collect(),
-            ),
-            _ => attr.value.clone(),
-        };
-        m.insert(name.clone(), value);
+        m.insert(name.clone(), key_value(attr));
     }
     Value::Object(m)
+}
+
+/// One attribute's bare value in simplified form (a relationship's target id).
+pub fn key_value(attr: &Attribute) -> Value {
+    match attr.kind {
+        // Stored as `[{"object": id}, …]`; simplified, it is the ids alone.
+        AttributeKind::ListRelationship => Value::Array(
+            attr.value
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|o| o.get("object").cloned().unwrap_or_else(|| o.clone()))
+                .collect(),
+        ),
+        _ => attr.value.clone(),
+    }
 }
 
 /// Keeps (`pick`) and then removes (`omit`) members of a rendered entity.

@@ -29,10 +29,7 @@ use axum::body::Bytes;
 use axum::http::{self, HeaderMap, HeaderValue, StatusCode, header};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use http_body_util::{BodyExt as _, Full, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::Full;
 use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 use url::Url;
@@ -42,6 +39,7 @@ use vigie_core::account::validate_account_name;
 use super::Security;
 use super::secrets::{random_token, same_secret};
 use crate::config::SsoConfig;
+use crate::outbound::HttpClient;
 
 /// The cookie binding a browser to the login it started.
 pub const SSO_COOKIE: &str = "vigie_sso";
@@ -268,10 +266,6 @@ struct Pending {
     started: Instant,
 }
 
-enum Transport {
-    Plain(Client<HttpConnector, Full<Bytes>>),
-    Tls(Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>),
-}
 
 /// Vigie as an OpenID Connect relying party.
 pub struct Oidc {
@@ -283,7 +277,7 @@ pub struct Oidc {
     redirect_url: String,
     scopes: String,
     pub mapping: ClaimMapping,
-    transport: Transport,
+    client: HttpClient,
     provider: tokio::sync::Mutex<Option<Arc<ProviderInfo>>>,
     pending: Mutex<HashMap<String, Pending>>,
 }
@@ -296,18 +290,6 @@ pub struct Callback {
     pub iss: Option<String>,
     pub error: Option<String>,
     pub error_description: Option<String>,
-}
-
-/// An error with its causes, for messages about network failures.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 fn random() -> Result<String, SsoError> {
@@ -394,7 +376,13 @@ impl Oidc {
                 business_lines: config.business_lines_claim.clone(),
                 role_map,
             },
-            transport: transport(&config.ca_file, issuer.scheme() == "https")?,
+            client: HttpClient::new(
+                &config.ca_file,
+                issuer.scheme() == "https",
+                PROVIDER_TIMEOUT,
+                MAX_RESPONSE_BYTES,
+            )
+            .map_err(|e| SsoError::Config(format!("sso: {e}")))?,
             provider: tokio::sync::Mutex::new(None),
             pending: Mutex::new(HashMap::new()),
         }))
@@ -704,86 +692,18 @@ impl Oidc {
         }
         serde_json::from_slice(&bytes).map_err(|e| SsoError::Provider(format!("{url} did not answer JSON: {e}")))
     }
-
     /// One request to the provider: bounded in time and size, no redirects.
     async fn send(
         &self,
         req: http::Request<Full<Bytes>>,
         what: &str,
     ) -> Result<(StatusCode, HeaderMap, Bytes), SsoError> {
-        let call = async {
-            let res = match &self.transport {
-                Transport::Plain(c) => c.request(req).await,
-                Transport::Tls(c) => c.request(req).await,
-            }
-            .map_err(|e| SsoError::Provider(format!("{what}: {}", chain(&e))))?;
-            let (parts, body) = res.into_parts();
-            let bytes = Limited::new(body, MAX_RESPONSE_BYTES)
-                .collect()
-                .await
-                .map_err(|e| {
-                    SsoError::Provider(format!(
-                        "{what}: cannot read the answer (at most {MAX_RESPONSE_BYTES} bytes): {e}"
-                    ))
-                })?
-                .to_bytes();
-            Ok((parts.status, parts.headers, bytes))
-        };
-        tokio::time::timeout(PROVIDER_TIMEOUT, call)
-            .await
-            .map_err(|_| SsoError::Provider(format!("{what}: no answer within {} s", PROVIDER_TIMEOUT.as_secs())))?
+        self.client.send(req, what).await.map_err(|e| SsoError::Provider(e.to_string()))
     }
 }
 
 fn form_encode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
-/// The HTTP client for the provider: TLS with the ring provider, checked
-/// against the system's CA certificates and `ca_file`'s.
-fn transport(ca_file: &str, https_issuer: bool) -> Result<Transport, SsoError> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject as _;
-
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    roots.add_parsable_certificates(native.certs);
-    if !ca_file.is_empty() {
-        let bad = |e: &dyn std::fmt::Display| SsoError::Config(format!("sso.ca_file {ca_file}: {e}"));
-        let certs = CertificateDer::pem_file_iter(ca_file).map_err(|e| bad(&e))?;
-        let mut n = 0;
-        for cert in certs {
-            roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
-            n += 1;
-        }
-        if n == 0 {
-            return Err(bad(&"no PEM certificate in the file"));
-        }
-    }
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(PROVIDER_TIMEOUT));
-    if roots.is_empty() {
-        if https_issuer {
-            return Err(SsoError::Config(
-                "no CA certificate to check the provider's: install the system's (ca-certificates) or set sso.ca_file"
-                    .into(),
-            ));
-        }
-        http.enforce_http(true);
-        return Ok(Transport::Plain(Client::builder(TokioExecutor::new()).build(http)));
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| SsoError::Config(format!("TLS: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Ok(Transport::Tls(Client::builder(TokioExecutor::new()).build(https)))
 }
 
 // ---- ID tokens: JWS (compact serialization) over the provider's JWKS ----
