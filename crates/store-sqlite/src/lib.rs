@@ -15,9 +15,11 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use vigie_core::account::{Account, ApiCredential, Session};
 use vigie_core::audit::{AuditEvent, AuditRecord};
+use vigie_core::ngsi::Subscription;
 use vigie_core::{Device, Entity, EntityId, Timestamp};
 use vigie_store::{
-    AuditQuery, DeadLetter, HistoryPoint, HistoryQuery, Result, Retention, Store, StoreError, WriteBatch,
+    AuditQuery, DeadLetter, HistoryPoint, HistoryQuery, PendingNotification, Result, Retention, Store, StoreError,
+    WriteBatch,
 };
 
 /// Rows per multi-row INSERT: large enough to amortise statement overhead,
@@ -50,6 +52,7 @@ impl FromStr for Durability {
 enum BodyTable {
     Accounts,
     ApiCredentials,
+    Subscriptions,
 }
 
 impl BodyTable {
@@ -57,6 +60,7 @@ impl BodyTable {
         match self {
             Self::Accounts => "account",
             Self::ApiCredentials => "API credential",
+            Self::Subscriptions => "subscription",
         }
     }
 
@@ -68,6 +72,9 @@ impl BodyTable {
             Self::ApiCredentials => {
                 "INSERT INTO api_credentials (id, body) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET body = excluded.body"
             }
+            Self::Subscriptions => {
+                "INSERT INTO subscriptions (id, body) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET body = excluded.body"
+            }
         }
     }
 
@@ -75,6 +82,7 @@ impl BodyTable {
         match self {
             Self::Accounts => "SELECT body FROM accounts WHERE name = ?",
             Self::ApiCredentials => "SELECT body FROM api_credentials WHERE id = ?",
+            Self::Subscriptions => "SELECT body FROM subscriptions WHERE id = ?",
         }
     }
 
@@ -82,12 +90,32 @@ impl BodyTable {
         match self {
             Self::Accounts => "SELECT name, body FROM accounts ORDER BY name",
             Self::ApiCredentials => "SELECT id, body FROM api_credentials ORDER BY id",
+            Self::Subscriptions => "SELECT id, body FROM subscriptions ORDER BY id",
         }
     }
 }
 
 pub struct SqliteStore {
     pool: SqlitePool,
+}
+
+async fn insert_notifications(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    notifications: &[PendingNotification],
+) -> Result<()> {
+    for chunk in notifications.chunks(ROWS_PER_STATEMENT) {
+        let data: Vec<String> = chunk.iter().map(|n| n.data.to_string()).collect();
+        let mut qb =
+            QueryBuilder::<Sqlite>::new("INSERT INTO pending_notifications (seq, subscription_id, created_at, data) ");
+        qb.push_values(chunk.iter().zip(&data), |mut row, (n, data)| {
+            row.push_bind(n.seq as i64)
+                .push_bind(n.subscription_id.as_str())
+                .push_bind(micros(n.created_at))
+                .push_bind(data.as_str());
+        });
+        qb.build().execute(&mut **tx).await.map_err(engine)?;
+    }
+    Ok(())
 }
 
 fn engine(e: sqlx::Error) -> StoreError {
@@ -412,6 +440,7 @@ impl Store for SqliteStore {
             qb.build().execute(&mut *tx).await.map_err(engine)?;
         }
 
+        insert_notifications(&mut tx, &batch.notifications).await?;
         tx.commit().await.map_err(engine)
     }
 
@@ -609,6 +638,96 @@ impl Store for SqliteStore {
             .map_err(engine)?;
         tx.commit().await.map_err(engine)?;
         Ok(r.rows_affected() > 0)
+    }
+
+    async fn put_subscription(&self, subscription: &Subscription) -> Result<()> {
+        self.put_body(BodyTable::Subscriptions, subscription.id().as_str(), subscription)
+            .await
+    }
+
+    async fn subscriptions(&self) -> Result<Vec<Subscription>> {
+        self.all_bodies(BodyTable::Subscriptions).await
+    }
+
+    async fn delete_subscription(&self, id: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await.map_err(engine)?;
+        sqlx::query("DELETE FROM pending_notifications WHERE subscription_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(engine)?;
+        let gone = sqlx::query("DELETE FROM subscriptions WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(engine)?
+            .rows_affected();
+        tx.commit().await.map_err(engine)?;
+        Ok(gone > 0)
+    }
+
+    async fn put_notifications(&self, notifications: &[PendingNotification]) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(engine)?;
+        insert_notifications(&mut tx, notifications).await?;
+        tx.commit().await.map_err(engine)
+    }
+
+    async fn pending_notifications(
+        &self,
+        subscription_id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<PendingNotification>> {
+        let rows: Vec<(i64, i64, String)> = sqlx::query_as(
+            "SELECT seq, created_at, data FROM pending_notifications \
+             WHERE subscription_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(subscription_id)
+        .bind(after_seq as i64)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(engine)?;
+        rows.into_iter()
+            .map(|(seq, created_at, data)| {
+                let what = format!("notification {seq}");
+                Ok(PendingNotification {
+                    seq: seq as u64,
+                    subscription_id: subscription_id.to_owned(),
+                    created_at: from_micros(created_at, &what)?,
+                    data: serde_json::from_str(&data).map_err(|e| corrupt(what, e))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_notifications(&self, seqs: &[u64]) -> Result<()> {
+        for chunk in seqs.chunks(ROWS_PER_STATEMENT) {
+            let mut qb = QueryBuilder::<Sqlite>::new("DELETE FROM pending_notifications WHERE seq IN (");
+            let mut list = qb.separated(", ");
+            for seq in chunk {
+                list.push_bind(*seq as i64);
+            }
+            qb.push(")");
+            qb.build().execute(&self.pool).await.map_err(engine)?;
+        }
+        Ok(())
+    }
+
+    async fn last_notification_seq(&self) -> Result<u64> {
+        let max: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM pending_notifications")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(engine)?;
+        Ok(max.unwrap_or(0).max(0) as u64)
+    }
+
+    async fn count_pending_notifications(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pending_notifications")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(engine)?;
+        Ok(n.max(0) as u64)
     }
 
     async fn put_api_credential(&self, credential: &ApiCredential) -> Result<()> {

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use vigie_core::account::{Account, ApiCredential, Session};
 use vigie_core::audit::{AuditRecord, Outcome};
+use vigie_core::ngsi::Subscription;
 use vigie_core::{Device, Entity, EntityId, Timestamp};
 
 #[derive(Debug, thiserror::Error)]
@@ -74,12 +75,30 @@ pub struct WriteBatch {
     pub deletes: Vec<EntityId>,
     pub history: Vec<HistoryPoint>,
     pub dead_letters: Vec<DeadLetter>,
+    /// Notifications the changes cause, committed with them.
+    pub notifications: Vec<PendingNotification>,
 }
 
 impl WriteBatch {
     pub fn is_empty(&self) -> bool {
-        self.upserts.is_empty() && self.deletes.is_empty() && self.history.is_empty() && self.dead_letters.is_empty()
+        self.upserts.is_empty()
+            && self.deletes.is_empty()
+            && self.history.is_empty()
+            && self.dead_letters.is_empty()
+            && self.notifications.is_empty()
     }
+}
+
+/// A notification waiting for delivery: committed with the change that
+/// caused it, deleted once its endpoint has it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingNotification {
+    /// Assigned by the caller, increasing: the delivery order.
+    pub seq: u64,
+    pub subscription_id: String,
+    pub created_at: Timestamp,
+    /// The entity as the subscription renders it (one item of `data`).
+    pub data: Value,
 }
 
 /// Which history to read: one entity's attribute(s) over a time range.
@@ -189,6 +208,25 @@ pub trait Store: Send + Sync + 'static {
     async fn audit_query(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>>;
     /// How many records match the query's filters (ignoring limit and offset).
     async fn audit_count(&self, query: &AuditQuery) -> Result<u64>;
+
+    // NGSI-LD subscriptions and their notifications' outbox.
+    async fn put_subscription(&self, subscription: &Subscription) -> Result<()>;
+    async fn subscriptions(&self) -> Result<Vec<Subscription>>;
+    /// Deletes a subscription and its undelivered notifications.
+    async fn delete_subscription(&self, id: &str) -> Result<bool>;
+    /// Queues notifications outside a write batch (periodic subscriptions).
+    async fn put_notifications(&self, notifications: &[PendingNotification]) -> Result<()>;
+    /// A subscription's undelivered notifications after `after_seq`, in order.
+    async fn pending_notifications(
+        &self,
+        subscription_id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<PendingNotification>>;
+    async fn delete_notifications(&self, seqs: &[u64]) -> Result<()>;
+    /// The highest sequence number ever queued (0 when none), so new ones continue it.
+    async fn last_notification_seq(&self) -> Result<u64>;
+    async fn count_pending_notifications(&self) -> Result<u64>;
 }
 
 #[cfg(feature = "testsuite")]

@@ -50,6 +50,73 @@ pub async fn run_all(store: &dyn Store) {
     devices_and_dead_letters(store).await;
     accounts_credentials_and_sessions(store).await;
     audit_trail_appends_pages_and_queries(store).await;
+    subscriptions_and_their_outbox(store).await;
+}
+
+async fn subscriptions_and_their_outbox(store: &dyn Store) {
+    use crate::PendingNotification;
+    use vigie_core::ngsi::Subscription;
+
+    let now = ts("2026-11-22T18:00:00Z");
+    let body = json!({
+        "type": "Subscription",
+        "entities": [{"type": "Streetlight"}],
+        "notification": {"endpoint": {"uri": "http://127.0.0.1:9/notify"}},
+    });
+    let id = |n: u32| EntityId::new(format!("urn:ngsi-ld:Subscription:{n}")).expect("id");
+    let mut sub = Subscription::create(&body, id(1), now).expect("subscription");
+    store.put_subscription(&sub).await.expect("put");
+    sub.record_success(now);
+    store.put_subscription(&sub).await.expect("replace");
+    let other = Subscription::create(&body, id(2), now).expect("subscription");
+    store.put_subscription(&other).await.expect("put");
+    let stored = store.subscriptions().await.expect("list");
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored[0].id(), sub.id());
+    assert_eq!(stored[0].delivery().times_sent, 1, "delivery counters are kept");
+
+    let queued = |seq: u64, sub: u32| PendingNotification {
+        seq,
+        subscription_id: id(sub).to_string(),
+        created_at: now,
+        data: json!({"id": format!("urn:ngsi-ld:Streetlight:{seq}"), "type": "Streetlight"}),
+    };
+    // One committed with a change, two queued on their own.
+    store
+        .write(&WriteBatch {
+            notifications: vec![queued(1, 1), queued(2, 2)],
+            ..Default::default()
+        })
+        .await
+        .expect("write");
+    store
+        .put_notifications(&[queued(3, 1), queued(4, 1)])
+        .await
+        .expect("queue");
+    assert_eq!(store.last_notification_seq().await.expect("seq"), 4);
+    let pending = store
+        .pending_notifications(id(1).as_str(), 0, 10)
+        .await
+        .expect("pending");
+    assert_eq!(pending.iter().map(|p| p.seq).collect::<Vec<_>>(), [1, 3, 4]);
+    assert_eq!(pending[0], queued(1, 1));
+    let after = store
+        .pending_notifications(id(1).as_str(), 1, 1)
+        .await
+        .expect("pending");
+    assert_eq!(after.iter().map(|p| p.seq).collect::<Vec<_>>(), [3]);
+
+    store.delete_notifications(&[1, 3]).await.expect("delivered");
+    assert_eq!(store.count_pending_notifications().await.expect("count"), 2);
+    assert!(store.delete_subscription(id(2).as_str()).await.expect("delete"));
+    assert!(!store.delete_subscription(id(2).as_str()).await.expect("delete again"));
+    assert_eq!(
+        store.count_pending_notifications().await.expect("count"),
+        1,
+        "a deleted subscription's notifications go with it"
+    );
+    store.delete_notifications(&[4]).await.expect("delivered");
+    assert!(store.delete_subscription(id(1).as_str()).await.expect("delete"));
 }
 
 async fn entities_round_trip_and_page_in_id_order(store: &dyn Store) {

@@ -266,7 +266,6 @@ struct Pending {
     started: Instant,
 }
 
-
 /// Vigie as an OpenID Connect relying party.
 pub struct Oidc {
     issuer: String,
@@ -698,7 +697,10 @@ impl Oidc {
         req: http::Request<Full<Bytes>>,
         what: &str,
     ) -> Result<(StatusCode, HeaderMap, Bytes), SsoError> {
-        self.client.send(req, what).await.map_err(|e| SsoError::Provider(e.to_string()))
+        self.client
+            .send(req, what)
+            .await
+            .map_err(|e| SsoError::Provider(e.to_string()))
     }
 }
 
