@@ -28,6 +28,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub history: HistoryConfig,
     pub api: ApiConfig,
+    pub ngsi_ld: NgsiLdConfig,
     pub tls: TlsConfig,
     pub security: SecurityConfig,
     pub audit: AuditConfig,
@@ -319,6 +320,33 @@ impl Default for HistoryConfig {
     }
 }
 
+/// NGSI-LD notifications and JSON-LD contexts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NgsiLdConfig {
+    pub notification_timeout_secs: u64,
+    pub notification_retry_max_secs: u64,
+    pub notification_batch_max: usize,
+    pub outbound_ca_file: String,
+    pub fetch_remote_contexts: bool,
+    pub context_timeout_ms: u64,
+    pub context_files: Vec<String>,
+}
+
+impl Default for NgsiLdConfig {
+    fn default() -> Self {
+        Self {
+            notification_timeout_secs: 10,
+            notification_retry_max_secs: 60,
+            notification_batch_max: 100,
+            outbound_ca_file: String::new(),
+            fetch_remote_contexts: true,
+            context_timeout_ms: 2_000,
+            context_files: Vec::new(),
+        }
+    }
+}
+
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
@@ -448,6 +476,34 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         key: "api.max_tenants",
         doc: "Most NGSI-LD tenants (NGSILD-Tenant) besides the default; each is created on its first write.",
+    },
+    Setting {
+        key: "ngsi_ld.notification_timeout_secs",
+        doc: "How long a notification endpoint may take to answer before the delivery is retried.",
+    },
+    Setting {
+        key: "ngsi_ld.notification_retry_max_secs",
+        doc: "Longest wait between two attempts to deliver to a failing endpoint (the wait doubles from 0.5 s).",
+    },
+    Setting {
+        key: "ngsi_ld.notification_batch_max",
+        doc: "Most entities in one notification: pending changes of a subscription are sent together.",
+    },
+    Setting {
+        key: "ngsi_ld.outbound_ca_file",
+        doc: "Extra CA certificates (PEM) for HTTPS notification endpoints and remote contexts.",
+    },
+    Setting {
+        key: "ngsi_ld.fetch_remote_contexts",
+        doc: "Download @context documents not built in nor preloaded; false answers LdContextNotAvailable at once.",
+    },
+    Setting {
+        key: "ngsi_ld.context_timeout_ms",
+        doc: "How long fetching a remote @context may take before LdContextNotAvailable.",
+    },
+    Setting {
+        key: "ngsi_ld.context_files",
+        doc: "JSON-LD context files to preload, each served at the URL it is registered under, e.g. [\"https://example.org/ctx.jsonld=ctx.jsonld\"].",
     },
     Setting {
         key: "tls.cert_file",

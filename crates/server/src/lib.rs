@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod outbound;
 mod retention;
 pub mod security;
+pub mod subscriptions;
 pub mod tenants;
 pub mod tls;
 pub mod twin;
@@ -144,8 +145,19 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
         }
     }
 
+    let security = security::Security::load(config.security.clone(), Arc::clone(&store), config.tls.enabled())
+        .await
+        .context("cannot load accounts and API credentials")?;
+    if !security.enabled() {
+        tracing::warn!("security.enabled = false: every caller is an administrator; never run so in production");
+    }
     let metrics = Arc::new(Metrics::default());
     let stop = CancellationToken::new();
+    let notifying = tenants::Notifying::from_config(&config, Arc::clone(&security))?;
+    let subscriptions = notifying
+        .subscriptions(&store, &twin, &stop)
+        .await
+        .context("cannot load subscriptions")?;
     let writer_done = CancellationToken::new();
     let (tx, rx) = mpsc::channel(config.ingest.queue_capacity.max(1));
 
@@ -155,7 +167,7 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
             twin: Arc::clone(&twin),
             metrics: Arc::clone(&metrics),
             batch_max: config.ingest.batch_max.max(1),
-            observers: Vec::new(),
+            observers: vec![Arc::clone(&subscriptions) as Arc<dyn ingest::ChangeObserver>],
         };
         let (stop, done) = (stop.clone(), writer_done.clone());
         tokio::spawn(async move {
@@ -242,12 +254,6 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
         stop.clone(),
     ));
 
-    let security = security::Security::load(config.security.clone(), Arc::clone(&store), config.tls.enabled())
-        .await
-        .context("cannot load accounts and API credentials")?;
-    if !security.enabled() {
-        tracing::warn!("security.enabled = false: every caller is an administrator; never run so in production");
-    }
     let flusher = tokio::spawn(Arc::clone(&security).run_flusher(std::time::Duration::from_secs(60), stop.clone()));
 
     let tenants = Arc::new(tenants::Tenants::new(
@@ -256,9 +262,11 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
             store: Arc::clone(&store),
             twin: Arc::clone(&twin),
             ingest: IngestHandle::new(tx.clone()),
+            subscriptions,
         }),
         Arc::clone(&config),
         Arc::clone(&metrics),
+        notifying,
         stop.clone(),
     ));
     let state = AppState {

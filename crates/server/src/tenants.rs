@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use axum::http::HeaderMap;
 use tokio::sync::mpsc;
@@ -21,6 +22,9 @@ use crate::api::ApiError;
 use crate::config::Config;
 use crate::ingest::{IngestHandle, Writer};
 use crate::metrics::Metrics;
+use crate::outbound::HttpClient;
+use crate::security::Security;
+use crate::subscriptions::{DeliveryOptions, Subscriptions};
 use crate::twin::Twin;
 
 /// The request header naming the tenant.
@@ -35,6 +39,54 @@ pub struct Tenant {
     pub store: Arc<dyn Store>,
     pub twin: Arc<Twin>,
     pub ingest: IngestHandle,
+    pub subscriptions: Arc<Subscriptions>,
+}
+
+/// What every tenant's subscriptions share.
+#[derive(Clone)]
+pub struct Notifying {
+    pub security: Arc<Security>,
+    pub http: Arc<HttpClient>,
+    pub options: DeliveryOptions,
+}
+
+impl Notifying {
+    pub fn from_config(config: &Config, security: Arc<Security>) -> anyhow::Result<Self> {
+        let c = &config.ngsi_ld;
+        let http = HttpClient::new(
+            &c.outbound_ca_file,
+            false,
+            Duration::from_secs(c.notification_timeout_secs.max(1)),
+            64 * 1024,
+        )?;
+        Ok(Self {
+            security,
+            http: Arc::new(http),
+            options: DeliveryOptions {
+                batch_max: c.notification_batch_max.max(1),
+                retry_max: Duration::from_secs(c.notification_retry_max_secs.max(1)),
+                ..DeliveryOptions::default()
+            },
+        })
+    }
+
+    /// A tenant's subscriptions, loaded from its store, delivering until `stop`.
+    pub async fn subscriptions(
+        &self,
+        store: &Arc<dyn Store>,
+        twin: &Arc<Twin>,
+        stop: &CancellationToken,
+    ) -> Result<Arc<Subscriptions>, vigie_store::StoreError> {
+        Subscriptions::load(
+            Arc::clone(store),
+            Arc::clone(twin),
+            Arc::clone(&self.security),
+            Arc::clone(&self.http),
+            self.options.clone(),
+            stop.clone(),
+        )
+        .await
+    }
 }
 
 /// Every tenant, the default one first.
@@ -43,18 +95,26 @@ pub struct Tenants {
     others: tokio::sync::Mutex<HashMap<String, Arc<Tenant>>>,
     config: Arc<Config>,
     metrics: Arc<Metrics>,
+    notifying: Notifying,
     stop: CancellationToken,
     /// Writers of the other tenants, awaited at shutdown.
     writers: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Tenants {
-    pub fn new(default: Arc<Tenant>, config: Arc<Config>, metrics: Arc<Metrics>, stop: CancellationToken) -> Self {
+    pub fn new(
+        default: Arc<Tenant>,
+        config: Arc<Config>,
+        metrics: Arc<Metrics>,
+        notifying: Notifying,
+        stop: CancellationToken,
+    ) -> Self {
         Self {
             default,
             others: tokio::sync::Mutex::new(HashMap::new()),
             config,
             metrics,
+            notifying,
             stop,
             writers: Mutex::new(Vec::new()),
         }
@@ -142,19 +202,25 @@ impl Tenants {
                 .await
                 .map_err(|e| ApiError::Internal(format!("cannot load tenant '{name}': {e}")))?,
         );
+        let subscriptions = self
+            .notifying
+            .subscriptions(&store, &twin, &self.stop)
+            .await
+            .map_err(|e| ApiError::Internal(format!("cannot load tenant '{name}': {e}")))?;
         let (tx, rx) = mpsc::channel(self.config.ingest.queue_capacity.max(1));
         let tenant = Arc::new(Tenant {
             name: Some(name.to_owned()),
             store: Arc::clone(&store),
             twin: Arc::clone(&twin),
             ingest: IngestHandle::new(tx),
+            subscriptions: Arc::clone(&subscriptions),
         });
         let writer = Writer {
             store,
             twin,
             metrics: Arc::clone(&self.metrics),
             batch_max: self.config.ingest.batch_max.max(1),
-            observers: Vec::new(),
+            observers: vec![subscriptions],
         };
         let stop = self.stop.clone();
         let task = tokio::spawn(async move { writer.run(rx, stop).await });

@@ -15,11 +15,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use vigie_core::account::{Account, ApiCredential, Session};
 use vigie_core::audit::{AuditEvent, AuditRecord};
-use vigie_core::ngsi::Subscription;
 use vigie_core::{Device, Entity, EntityId, Timestamp};
 use vigie_store::{
     AuditQuery, DeadLetter, HistoryPoint, HistoryQuery, PendingNotification, Result, Retention, Store, StoreError,
-    WriteBatch,
+    SubscriptionRecord, WriteBatch,
 };
 
 /// Rows per multi-row INSERT: large enough to amortise statement overhead,
@@ -640,12 +639,12 @@ impl Store for SqliteStore {
         Ok(r.rows_affected() > 0)
     }
 
-    async fn put_subscription(&self, subscription: &Subscription) -> Result<()> {
-        self.put_body(BodyTable::Subscriptions, subscription.id().as_str(), subscription)
+    async fn put_subscription(&self, record: &SubscriptionRecord) -> Result<()> {
+        self.put_body(BodyTable::Subscriptions, record.subscription.id().as_str(), record)
             .await
     }
 
-    async fn subscriptions(&self) -> Result<Vec<Subscription>> {
+    async fn subscriptions(&self) -> Result<Vec<SubscriptionRecord>> {
         self.all_bodies(BodyTable::Subscriptions).await
     }
 

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use vigie_core::access::Principal;
 use vigie_core::account::{Account, ApiCredential, Session};
 use vigie_core::audit::{AuditRecord, Outcome};
 use vigie_core::ngsi::Subscription;
@@ -87,6 +88,14 @@ impl WriteBatch {
             && self.dead_letters.is_empty()
             && self.notifications.is_empty()
     }
+}
+
+/// A subscription as kept: its definition and delivery record, and who
+/// created it, whose sight limits what it notifies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriptionRecord {
+    pub subscription: Subscription,
+    pub owner: Principal,
 }
 
 /// A notification waiting for delivery: committed with the change that
@@ -210,8 +219,8 @@ pub trait Store: Send + Sync + 'static {
     async fn audit_count(&self, query: &AuditQuery) -> Result<u64>;
 
     // NGSI-LD subscriptions and their notifications' outbox.
-    async fn put_subscription(&self, subscription: &Subscription) -> Result<()>;
-    async fn subscriptions(&self) -> Result<Vec<Subscription>>;
+    async fn put_subscription(&self, record: &SubscriptionRecord) -> Result<()>;
+    async fn subscriptions(&self) -> Result<Vec<SubscriptionRecord>>;
     /// Deletes a subscription and its undelivered notifications.
     async fn delete_subscription(&self, id: &str) -> Result<bool>;
     /// Queues notifications outside a write batch (periodic subscriptions).

@@ -54,7 +54,8 @@ pub async fn run_all(store: &dyn Store) {
 }
 
 async fn subscriptions_and_their_outbox(store: &dyn Store) {
-    use crate::PendingNotification;
+    use crate::{PendingNotification, SubscriptionRecord};
+    use vigie_core::access::{Credential, Principal, ScopeGrant};
     use vigie_core::ngsi::Subscription;
 
     let now = ts("2026-11-22T18:00:00Z");
@@ -64,16 +65,30 @@ async fn subscriptions_and_their_outbox(store: &dyn Store) {
         "notification": {"endpoint": {"uri": "http://127.0.0.1:9/notify"}},
     });
     let id = |n: u32| EntityId::new(format!("urn:ngsi-ld:Subscription:{n}")).expect("id");
+    let owner = Principal {
+        subject: "ops".into(),
+        credential: Credential::Session,
+        role: Role::Operator,
+        scope: ScopeGrant::parse("dijon", "*").expect("grant"),
+    };
+    let record = |subscription| SubscriptionRecord {
+        subscription,
+        owner: owner.clone(),
+    };
     let mut sub = Subscription::create(&body, id(1), now).expect("subscription");
-    store.put_subscription(&sub).await.expect("put");
+    store.put_subscription(&record(sub.clone())).await.expect("put");
     sub.record_success(now);
-    store.put_subscription(&sub).await.expect("replace");
+    store.put_subscription(&record(sub.clone())).await.expect("replace");
     let other = Subscription::create(&body, id(2), now).expect("subscription");
-    store.put_subscription(&other).await.expect("put");
+    store.put_subscription(&record(other)).await.expect("put");
     let stored = store.subscriptions().await.expect("list");
     assert_eq!(stored.len(), 2);
-    assert_eq!(stored[0].id(), sub.id());
-    assert_eq!(stored[0].delivery().times_sent, 1, "delivery counters are kept");
+    assert_eq!(stored[0], record(sub));
+    assert_eq!(
+        stored[0].subscription.delivery().times_sent,
+        1,
+        "delivery counters are kept"
+    );
 
     let queued = |seq: u64, sub: u32| PendingNotification {
         seq,

@@ -6,6 +6,7 @@ mod batch;
 mod discovery;
 mod entities;
 mod query;
+mod subscriptions;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -71,6 +72,16 @@ pub fn routes() -> Router<AppState> {
         .route("/ngsi-ld/v1/entityOperations/merge", post(batch::merge))
         .route("/ngsi-ld/v1/entityOperations/delete", post(batch::delete))
         .route("/ngsi-ld/v1/entityOperations/query", post(query::post))
+        .route(
+            "/ngsi-ld/v1/subscriptions",
+            get(subscriptions::list).post(subscriptions::create),
+        )
+        .route(
+            "/ngsi-ld/v1/subscriptions/{id}",
+            get(subscriptions::retrieve)
+                .patch(subscriptions::update)
+                .delete(subscriptions::delete),
+        )
         .route("/ngsi-ld/v1/types", get(discovery::types))
         .route("/ngsi-ld/v1/types/{type}", get(discovery::type_info))
         .route("/ngsi-ld/v1/attributes", get(discovery::attributes))
