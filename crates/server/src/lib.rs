@@ -4,6 +4,7 @@
 pub mod api;
 pub mod audit;
 pub mod config;
+pub mod contexts;
 mod http;
 pub mod ingest;
 pub mod metrics;
@@ -269,7 +270,9 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
         notifying,
         stop.clone(),
     ));
+    let contexts = Arc::new(contexts::Contexts::from_config(&config.ngsi_ld)?);
     let state = AppState {
+        contexts,
         tenants: Arc::clone(&tenants),
         config: Arc::clone(&config),
         twin: Arc::clone(&twin),

@@ -499,3 +499,219 @@ async fn tenants_appear_on_first_write_and_stay_apart() {
     let a = call(&s, Method::GET, &entity_path(LIGHT), None, Some("../etc")).await;
     assert_eq!((a.status, a.problem()), (400, "BadRequestData"));
 }
+
+const SDM_LIGHTING: &str = "https://smart-data-models.github.io/dataModel.Streetlighting/context.jsonld";
+const SDM_POWER: &str = "https://smartdatamodels.org/dataModel.Streetlighting/powerState";
+
+fn link(url: &str) -> String {
+    format!("<{url}>; rel=\"http://www.w3.org/ns/json-ld#context\"; type=\"application/ld+json\"")
+}
+
+// 5.5.7 / 6.3.5: @context by Link header, names translated both ways, offline.
+#[tokio::test]
+async fn a_link_context_translates_names_both_ways() {
+    let s = TestServer::http_only().await;
+    let e = json!({"id": LIGHT, "type": "Streetlight", "powerState": {"type": "Property", "value": "on"}});
+    let res = s
+        .http
+        .post(s.url("/ngsi-ld/v1/entities"))
+        .header("Link", link(SDM_LIGHTING))
+        .json(&e)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+
+    // Without the context, the name is the IRI the context gave it.
+    let plain = get(&s, &entity_path(LIGHT)).await.body;
+    assert_eq!(plain[SDM_POWER]["value"], "on", "{plain}");
+    assert!(plain.get("powerState").is_none());
+
+    let res = s
+        .http
+        .get(s.url(&format!("{}?attrs=powerState", entity_path(LIGHT))))
+        .header("Link", link(SDM_LIGHTING))
+        .send()
+        .await
+        .unwrap();
+    let answer_link = res.headers()["link"].to_str().unwrap().to_owned();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["powerState"]["value"], "on", "{body}");
+    assert!(answer_link.contains(SDM_LIGHTING), "{answer_link}");
+
+    let q = "/ngsi-ld/v1/entities?type=Streetlight&attrs=powerState";
+    let res = s
+        .http
+        .get(s.url(q))
+        .header("Link", link(SDM_LIGHTING))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body[0]["powerState"]["value"], "on", "{body}");
+}
+
+// 6.3.5: application/ld+json carries @context in the body, both ways.
+#[tokio::test]
+async fn json_ld_bodies_and_answers() {
+    let s = TestServer::http_only().await;
+    let e = json!({"id": LIGHT, "type": "Streetlight", "@context": [SDM_LIGHTING],
+        "powerState": {"type": "Property", "value": "on"}});
+    let res = s
+        .http
+        .post(s.url("/ngsi-ld/v1/entities"))
+        .header("Content-Type", "application/ld+json")
+        .body(e.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let res = s
+        .http
+        .get(s.url(&entity_path(LIGHT)))
+        .header("Accept", "application/ld+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["content-type"], "application/ld+json");
+    assert!(res.headers().get("link").is_none());
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        body["@context"],
+        "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld"
+    );
+    assert_eq!(body[SDM_POWER]["value"], "on");
+
+    // A JSON-LD body without @context, or with a Link too, is refused.
+    let no_ctx = json!({"id": "urn:ngsi-ld:X:2", "type": "X"});
+    let res = s
+        .http
+        .post(s.url("/ngsi-ld/v1/entities"))
+        .header("Content-Type", "application/ld+json")
+        .body(no_ctx.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let res = s
+        .http
+        .post(s.url("/ngsi-ld/v1/entities"))
+        .header("Content-Type", "application/ld+json")
+        .header("Link", link(SDM_LIGHTING))
+        .body(e.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let res = s
+        .http
+        .get(s.url(&entity_path(LIGHT)))
+        .header("Accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 406);
+}
+
+// An unreachable remote context fails fast with LdContextNotAvailable.
+#[tokio::test]
+async fn an_unreachable_context_fails_fast() {
+    let s = with_lights(1).await;
+    let started = std::time::Instant::now();
+    let res = s
+        .http
+        .get(s.url(&entity_path(LIGHT)))
+        .header("Link", link("http://127.0.0.1:9/missing-context.jsonld"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        body["type"],
+        "https://uri.etsi.org/ngsi-ld/errors/LdContextNotAvailable"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let res = s
+        .http
+        .get(s.url(&entity_path(LIGHT)))
+        .header("Link", "not a link")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+}
+
+// 5.13 / 6.30 jsonldContexts: list, host, serve (publicly), use, delete.
+#[tokio::test]
+async fn hosted_contexts() {
+    let s = with_lights(1).await;
+    let a = get(&s, "/ngsi-ld/v1/jsonldContexts").await;
+    assert!(a.body.as_array().unwrap().contains(&json!(
+        "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld"
+    )));
+
+    let doc = json!({"@context": {"watts": "https://vigie.example/watts"}});
+    let a = call(&s, Method::POST, "/ngsi-ld/v1/jsonldContexts", Some(doc.clone()), None).await;
+    assert_eq!(a.status, 201);
+    let location = a.header("location").to_owned();
+    let public = reqwest::get(s.url(&location)).await.unwrap();
+    assert_eq!(public.status(), 200, "contexts are served without a login");
+    assert_eq!(public.json::<Value>().await.unwrap(), doc);
+
+    let hosted = format!("{}{location}", s.base);
+    let body = json!({"watts": {"type": "Property", "value": 30}});
+    let res = s
+        .http
+        .post(s.url(&format!("{}/attrs", entity_path(LIGHT))))
+        .header("Link", link(&hosted))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(
+        get(&s, &entity_path(LIGHT)).await.body["https://vigie.example/watts"]["value"],
+        30
+    );
+
+    let id = location.rsplit('/').next().unwrap();
+    assert_eq!(
+        call(
+            &s,
+            Method::DELETE,
+            &format!("/ngsi-ld/v1/jsonldContexts/{id}"),
+            None,
+            None
+        )
+        .await
+        .status,
+        204
+    );
+    let core = "ngsi-ld-core-context-v1.8.jsonld";
+    assert_eq!(
+        call(
+            &s,
+            Method::DELETE,
+            &format!("/ngsi-ld/v1/jsonldContexts/{core}"),
+            None,
+            None
+        )
+        .await
+        .status,
+        400
+    );
+    let bad = call(
+        &s,
+        Method::POST,
+        "/ngsi-ld/v1/jsonldContexts",
+        Some(json!({"a": 1})),
+        None,
+    )
+    .await;
+    assert_eq!(bad.problem(), "BadRequestData");
+}

@@ -44,6 +44,9 @@ pub enum ApiError {
     NonexistentTenant(String),
     #[error("{0}")]
     NoMultiTenantSupport(String),
+    /// The client accepts no media type Vigie answers with.
+    #[error("{0}")]
+    NotAcceptable(String),
     /// A JSON-LD @context could not be retrieved or is not valid.
     #[error("{0}")]
     LdContextNotAvailable(String),
@@ -78,6 +81,7 @@ impl ApiError {
                 "NoMultiTenantSupport",
                 "No multi-tenant support",
             ),
+            Self::NotAcceptable(_) => (StatusCode::NOT_ACCEPTABLE, "InvalidRequest", "Not acceptable"),
             Self::LdContextNotAvailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "LdContextNotAvailable",

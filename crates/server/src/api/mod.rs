@@ -42,6 +42,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub security: Arc<crate::security::Security>,
     pub audit: Arc<crate::audit::Audit>,
+    /// JSON-LD @context documents.
+    pub contexts: Arc<crate::contexts::Contexts>,
     /// OpenID Connect single sign-on, when `[sso]` enables it.
     pub sso: Option<Arc<crate::security::oidc::Oidc>>,
 }
@@ -52,7 +54,7 @@ pub fn router(state: AppState, extra: Router) -> Router {
     let limits = state.config.http.clone();
     let authenticate = axum::middleware::from_fn_with_state(state.clone(), crate::security::authenticate);
     let protected = Router::new()
-        .merge(ngsi::routes())
+        .merge(ngsi::routes(&state))
         .merge(devices::routes())
         .merge(ops::routes())
         .merge(accounts::routes())
@@ -63,6 +65,7 @@ pub fn router(state: AppState, extra: Router) -> Router {
     Router::new()
         .merge(protected)
         .merge(ops::public_routes())
+        .merge(ngsi::public_routes())
         .merge(accounts::public_routes())
         .merge(sso::public_routes())
         .with_state(state)

@@ -381,7 +381,7 @@ impl Oidc {
                 PROVIDER_TIMEOUT,
                 MAX_RESPONSE_BYTES,
             )
-            .map_err(|e| SsoError::Config(format!("sso: {e}")))?,
+            .map_err(|e| SsoError::Config(format!("sso.ca_file: {e}")))?,
             provider: tokio::sync::Mutex::new(None),
             pending: Mutex::new(HashMap::new()),
         }))

@@ -3,8 +3,10 @@
 //! parsing, scope checks, the `Link` header) is here.
 
 mod batch;
+mod contexts;
 mod discovery;
 mod entities;
+mod jsonld;
 mod query;
 mod subscriptions;
 
@@ -45,7 +47,8 @@ const MAX_BATCH: usize = 1_000;
 /// Longest regular expression accepted in `idPattern`.
 const MAX_PATTERN_BYTES: usize = 1_024;
 
-pub fn routes() -> Router<AppState> {
+/// The NGSI-LD routes that need a login, behind the JSON-LD boundary.
+pub fn routes(state: &AppState) -> Router<AppState> {
     use axum::routing::{delete, patch};
     Router::new()
         .route("/ngsi-ld/v1/entities", get(query::get).post(entities::create))
@@ -86,6 +89,14 @@ pub fn routes() -> Router<AppState> {
         .route("/ngsi-ld/v1/types/{type}", get(discovery::type_info))
         .route("/ngsi-ld/v1/attributes", get(discovery::attributes))
         .route("/ngsi-ld/v1/attributes/{attr}", get(discovery::attribute_info))
+        .route("/ngsi-ld/v1/jsonldContexts", get(contexts::list).post(contexts::host))
+        .route("/ngsi-ld/v1/jsonldContexts/{id}", delete(contexts::delete))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), jsonld::boundary))
+}
+
+/// The @context documents, public so JSON-LD processors can fetch them.
+pub fn public_routes() -> Router<AppState> {
+    Router::new().route("/ngsi-ld/v1/jsonldContexts/{id}", get(contexts::serve))
 }
 
 /// The full IRI of a name, as the core context expands it.
