@@ -1,16 +1,18 @@
 //! NGSI-LD request logic with no I/O: the `q` query language, `scopeQ`, geo
-//! queries, and the simplified rendering with `pick` / `omit`. The API layer
+//! queries, the simplified rendering with `pick` / `omit`, and the temporal API. The API layer
 //! decodes the URL, calls these, and turns their errors into ProblemDetails.
 
 pub mod geo;
 pub mod query;
 pub mod render;
 pub mod scope_query;
+pub mod temporal;
 
 pub use geo::{GeoQuery, GeoQueryError, GeoRel};
 pub use query::{AttrPath, Expr, Literal, Operand, Order, Pattern, Query, QueryError, Term, Test};
 pub use render::{key_values, project};
 pub use scope_query::{Level, ScopeExpr, ScopePattern, ScopeQuery};
+pub use temporal::{TemporalError, TemporalParams, TemporalQuery, TemporalRepresentation};
 
 #[cfg(test)]
 mod tests;
