@@ -15,9 +15,11 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use vigie_core::account::{Account, ApiCredential, Session};
 use vigie_core::audit::{AuditEvent, AuditRecord};
+use vigie_core::ngsi::temporal::{AggrMethod, AttributeAggregate, Instance, Moments, PeriodStats, Periods};
 use vigie_core::{Device, Entity, EntityId, Timestamp};
 use vigie_store::{
-    AuditQuery, DeadLetter, HistoryPoint, HistoryQuery, Result, Retention, Store, StoreError, WriteBatch,
+    AuditQuery, DeadLetter, EntityAggregate, HistoryPoint, HistoryQuery, HistoryRange, HistorySelection, Result,
+    Retention, SeriesRead, Store, StoreError, WriteBatch,
 };
 
 /// Rows per multi-row INSERT: large enough to amortise statement overhead,
@@ -222,6 +224,79 @@ fn push_audit_filters(qb: &mut QueryBuilder<Sqlite>, q: &AuditQuery) {
         qb.push(" AND seq > ")
             .push_bind(i64::try_from(after).unwrap_or(i64::MAX));
     }
+}
+
+/// The history rows of a selection: ` FROM history h WHERE ...`, the entity
+/// ids and attribute names passed as one JSON array each (no bound-parameter
+/// limit, one statement whatever the page size). `from`/`to` narrow the range further.
+fn push_selection(qb: &mut QueryBuilder<Sqlite>, s: &HistorySelection, from: Option<Timestamp>, to: Option<Timestamp>) {
+    let ids: Vec<&str> = s.entity_ids.iter().map(EntityId::as_str).collect();
+    qb.push(
+        " FROM history h WHERE h.entity_key IN (SELECT key FROM entities WHERE id IN (SELECT value FROM json_each(",
+    )
+    .push_bind(serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()))
+    .push(")))");
+    if let Some(attributes) = &s.attributes {
+        qb.push(" AND h.attribute IN (SELECT value FROM json_each(")
+            .push_bind(serde_json::to_string(attributes).unwrap_or_else(|_| "[]".into()))
+            .push("))");
+    }
+    let latest = |a: Option<Timestamp>, b: Option<Timestamp>| a.max(b).or(a).or(b);
+    let earliest = |a: Option<Timestamp>, b: Option<Timestamp>| match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    if let Some(t) = latest(s.from, from) {
+        qb.push(" AND h.observed_at >= ").push_bind(micros(t));
+    }
+    if let Some(t) = earliest(s.to, to) {
+        qb.push(" AND h.observed_at < ").push_bind(micros(t));
+    }
+}
+
+/// Per-period statistics in one pass, the columns [`stats_row`] reads.
+/// `n` is the numeric view (numbers, booleans as 1/0), `sz` an array's size,
+/// as the core's aggregator defines them.
+fn aggregate_columns(distinct: bool) -> String {
+    let distinct = if distinct {
+        "count(DISTINCT h.num) + count(DISTINCT h.txt) + count(DISTINCT h.json)"
+    } else {
+        "NULL"
+    };
+    format!(
+        "count(*), {distinct}, count(h.n), sum(h.n), sum(h.n * h.n), min(h.n), max(h.n), \
+         count(h.sz), sum(h.sz), min(h.sz), max(h.sz), min(h.txt), max(h.txt)"
+    )
+}
+
+const NUMERIC_VIEW: &str = "SELECT entity_key, attribute, observed_at, num, txt, json, \
+     CASE WHEN num IS NOT NULL THEN num WHEN json = 'true' THEN 1.0 WHEN json = 'false' THEN 0.0 END AS n, \
+     CASE WHEN json LIKE '[%' THEN CAST(json_array_length(json) AS REAL) END AS sz";
+
+/// Reads the statistics columns starting at column `at`.
+fn stats_row(r: &SqliteRow, at: usize) -> Result<PeriodStats> {
+    let count = |i: usize| -> Result<u64> { Ok(r.try_get::<i64, _>(at + i).map_err(engine)?.unsigned_abs()) };
+    let moments = |i: usize, sum_sq: bool| -> Result<Moments> {
+        let get = |j: usize| r.try_get::<Option<f64>, _>(at + j).map_err(engine);
+        Ok(Moments {
+            count: count(i)?,
+            sum: get(i + 1)?.unwrap_or(0.0),
+            sum_sq: if sum_sq { get(i + 2)?.unwrap_or(0.0) } else { 0.0 },
+            min: get(if sum_sq { i + 3 } else { i + 2 })?,
+            max: get(if sum_sq { i + 4 } else { i + 3 })?,
+        })
+    };
+    Ok(PeriodStats {
+        total_count: count(0)?,
+        distinct_count: r
+            .try_get::<Option<i64>, _>(at + 1)
+            .map_err(engine)?
+            .map(i64::unsigned_abs),
+        numbers: moments(2, true)?,
+        array_sizes: moments(7, false)?,
+        text_min: r.try_get(at + 11).map_err(engine)?,
+        text_max: r.try_get(at + 12).map_err(engine)?,
+    })
 }
 
 impl SqliteStore {
@@ -483,6 +558,149 @@ impl Store for SqliteStore {
             .await
             .map_err(engine)?;
         Ok(n.unsigned_abs())
+    }
+
+    async fn history_range(
+        &self,
+        selection: &HistorySelection,
+        last_n: Option<usize>,
+        limit: usize,
+    ) -> Result<HistoryRange> {
+        if selection.entity_ids.is_empty() {
+            return Ok(HistoryRange::default());
+        }
+        let per_series = HistoryRange::read_per_series(limit, last_n);
+        let order = if last_n.is_some() { "DESC" } else { "ASC" };
+        let mut qb = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT e.id, r.attribute, r.observed_at, r.num, r.txt, r.json, r.unit_code FROM (\
+             SELECT h.*, row_number() OVER (PARTITION BY h.entity_key, h.attribute ORDER BY h.observed_at {order}) AS rn"
+        ));
+        push_selection(&mut qb, selection, None, None);
+        qb.push(") r JOIN entities e ON e.key = r.entity_key WHERE r.rn <= ")
+            .push_bind(i64::try_from(per_series).unwrap_or(i64::MAX))
+            .push(" ORDER BY e.id, r.attribute, r.observed_at");
+        let rows = qb.build().fetch_all(&self.pool).await.map_err(engine)?;
+        let mut series: Vec<SeriesRead> = Vec::new();
+        for r in &rows {
+            let id: String = r.try_get(0).map_err(engine)?;
+            let attribute: String = r.try_get(1).map_err(engine)?;
+            let instance = Instance {
+                observed_at: from_micros(r.try_get(2).map_err(engine)?, "history time")?,
+                value: value_from_columns(
+                    r.try_get(3).map_err(engine)?,
+                    r.try_get(4).map_err(engine)?,
+                    r.try_get(5).map_err(engine)?,
+                )?,
+                unit_code: r.try_get(6).map_err(engine)?,
+            };
+            match series.last_mut() {
+                Some(s) if s.entity_id.as_str() == id && s.attribute == attribute => s.instances.push(instance),
+                _ => series.push(SeriesRead {
+                    entity_id: EntityId::new(id).map_err(|e| corrupt("history entity id", e))?,
+                    attribute,
+                    instances: vec![instance],
+                }),
+            }
+        }
+        Ok(HistoryRange::assemble(series, limit, last_n))
+    }
+
+    async fn history_extent(&self, selection: &HistorySelection) -> Result<Option<(Timestamp, Timestamp)>> {
+        if selection.entity_ids.is_empty() {
+            return Ok(None);
+        }
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT min(h.observed_at), max(h.observed_at)");
+        push_selection(&mut qb, selection, None, None);
+        let row = qb.build().fetch_one(&self.pool).await.map_err(engine)?;
+        let first: Option<i64> = row.try_get(0).map_err(engine)?;
+        let last: Option<i64> = row.try_get(1).map_err(engine)?;
+        match (first, last) {
+            (Some(a), Some(b)) => Ok(Some((from_micros(a, "history time")?, from_micros(b, "history time")?))),
+            _ => Ok(None),
+        }
+    }
+
+    async fn history_aggregate(
+        &self,
+        selection: &HistorySelection,
+        periods: &Periods,
+        methods: &[AggrMethod],
+    ) -> Result<Vec<EntityAggregate>> {
+        let (Some(start), Some(end)) = (periods.start(), periods.end()) else {
+            return Ok(Vec::new());
+        };
+        if selection.entity_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let columns = aggregate_columns(methods.contains(&AggrMethod::DistinctCount));
+        let mut qb = match periods.fixed_length() {
+            // Equal periods: a point's period is one division, one pass over the index.
+            Some(length) => {
+                let mut qb = QueryBuilder::<Sqlite>::new("SELECT e.id, h.attribute, (h.observed_at - ");
+                qb.push_bind(micros(start))
+                    .push(") / ")
+                    .push_bind(i64::try_from(length.as_micros()).unwrap_or(i64::MAX))
+                    .push(format!(" AS period, {columns} FROM ({NUMERIC_VIEW}"));
+                push_selection(&mut qb, selection, Some(start), Some(end));
+                qb.push(") h");
+                qb
+            }
+            // Calendar periods: join each point to its period's bounds, given as one JSON array.
+            None => {
+                let bounds: Vec<i64> = periods.boundaries().iter().map(|t| micros(*t)).collect();
+                let mut qb = QueryBuilder::<Sqlite>::new(
+                    "WITH p AS (SELECT CAST(key AS INTEGER) AS i, value AS lo, \
+                     lead(value) OVER (ORDER BY key) AS hi FROM json_each(",
+                );
+                qb.push_bind(serde_json::to_string(&bounds).unwrap_or_else(|_| "[]".into()))
+                    .push(format!(
+                        ") ) SELECT e.id, h.attribute, p.i AS period, {columns} FROM ({NUMERIC_VIEW}"
+                    ));
+                push_selection(&mut qb, selection, Some(start), Some(end));
+                qb.push(") h JOIN p ON h.observed_at >= p.lo AND h.observed_at < p.hi");
+                qb
+            }
+        };
+        qb.push(" JOIN entities e ON e.key = h.entity_key GROUP BY e.id, h.attribute, period ORDER BY e.id, h.attribute, period");
+        let rows = qb.build().fetch_all(&self.pool).await.map_err(engine)?;
+
+        let mut out: Vec<EntityAggregate> = Vec::new();
+        for r in &rows {
+            let id: String = r.try_get(0).map_err(engine)?;
+            let attribute: String = r.try_get(1).map_err(engine)?;
+            let period = usize::try_from(r.try_get::<i64, _>(2).map_err(engine)?)
+                .ok()
+                .filter(|p| *p < periods.len())
+                .ok_or_else(|| corrupt("history aggregate", "a period index out of range"))?;
+            let stats = stats_row(r, 3)?;
+            if out.last().is_none_or(|e| e.entity_id.as_str() != id) {
+                out.push(EntityAggregate {
+                    entity_id: EntityId::new(id).map_err(|e| corrupt("history entity id", e))?,
+                    attributes: Vec::new(),
+                });
+            }
+            let Some(entity) = out.last_mut() else { continue };
+            if entity.attributes.last().is_none_or(|a| a.name != attribute) {
+                entity.attributes.push(AttributeAggregate {
+                    name: attribute,
+                    periods: vec![PeriodStats::default(); periods.len()],
+                });
+            }
+            if let Some(slot) = entity.attributes.last_mut().and_then(|a| a.periods.get_mut(period)) {
+                *slot = stats;
+            }
+        }
+        // Empty periods were not grouped: they count nothing, distinct included.
+        if methods.contains(&AggrMethod::DistinctCount) {
+            for p in out
+                .iter_mut()
+                .flat_map(|e| &mut e.attributes)
+                .flat_map(|a| &mut a.periods)
+            {
+                p.distinct_count.get_or_insert(0);
+            }
+        }
+        Ok(out)
     }
 
     async fn prune_history(&self, now: Timestamp, retention: &Retention) -> Result<u64> {

@@ -97,8 +97,9 @@ pub struct Moments {
 pub struct PeriodStats {
     /// Every instance in the period.
     pub total_count: u64,
-    /// Distinct values, compared as stored (see the module documentation).
-    pub distinct_count: u64,
+    /// Distinct values, compared as stored (see the module documentation);
+    /// `None` when not computed (a store skips it unless `distinctCount` is asked).
+    pub distinct_count: Option<u64>,
     /// Numbers and booleans (true = 1, false = 0).
     pub numbers: Moments,
     /// Sizes of array values (`sum_sq` unused).
@@ -116,7 +117,7 @@ impl PeriodStats {
         let (n, a) = (&self.numbers, &self.array_sizes);
         match method {
             AggrMethod::TotalCount => Value::from(self.total_count),
-            AggrMethod::DistinctCount => Value::from(self.distinct_count),
+            AggrMethod::DistinctCount => self.distinct_count.map_or(Value::Null, Value::from),
             _ if counts_only => Value::Null,
             _ if n.count + a.count == 0 && matches!(method, AggrMethod::Sum | AggrMethod::Avg) => Value::Null,
             AggrMethod::Sum => number(n.sum + a.sum),
@@ -227,7 +228,7 @@ impl<'a> Accumulator<'a> {
     fn finish(self) -> PeriodStats {
         PeriodStats {
             total_count: self.total,
-            distinct_count: self.distinct.len() as u64,
+            distinct_count: Some(self.distinct.len() as u64),
             numbers: self.numbers.finish(),
             array_sizes: self.sizes.finish(),
             text_min: self.text_min.map(str::to_owned),
