@@ -226,6 +226,12 @@ fn push_audit_filters(qb: &mut QueryBuilder<Sqlite>, q: &AuditQuery) {
     }
 }
 
+/// A list as a JSON array, for `json_each`: one bound parameter whatever its length.
+fn json_array<T: serde::Serialize>(items: &[T]) -> String {
+    // Strings and integers always serialize.
+    serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
+}
+
 /// The history rows of a selection: ` FROM history h WHERE ...`, the entity
 /// ids and attribute names passed as one JSON array each (no bound-parameter
 /// limit, one statement whatever the page size). `from`/`to` narrow the range further.
@@ -234,11 +240,11 @@ fn push_selection(qb: &mut QueryBuilder<Sqlite>, s: &HistorySelection, from: Opt
     qb.push(
         " FROM history h WHERE h.entity_key IN (SELECT key FROM entities WHERE id IN (SELECT value FROM json_each(",
     )
-    .push_bind(serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()))
+    .push_bind(json_array(&ids))
     .push(")))");
     if let Some(attributes) = &s.attributes {
         qb.push(" AND h.attribute IN (SELECT value FROM json_each(")
-            .push_bind(serde_json::to_string(attributes).unwrap_or_else(|_| "[]".into()))
+            .push_bind(json_array(attributes))
             .push("))");
     }
     let latest = |a: Option<Timestamp>, b: Option<Timestamp>| a.max(b).or(a).or(b);
@@ -254,49 +260,78 @@ fn push_selection(qb: &mut QueryBuilder<Sqlite>, s: &HistorySelection, from: Opt
     }
 }
 
-/// Per-period statistics in one pass, the columns [`stats_row`] reads.
-/// `n` is the numeric view (numbers, booleans as 1/0), `sz` an array's size,
-/// as the core's aggregator defines them.
-fn aggregate_columns(distinct: bool) -> String {
-    let distinct = if distinct {
-        "count(DISTINCT h.num) + count(DISTINCT h.txt) + count(DISTINCT h.json)"
-    } else {
-        "NULL"
-    };
-    format!(
-        "count(*), {distinct}, count(h.n), sum(h.n), sum(h.n * h.n), min(h.n), max(h.n), \
-         count(h.sz), sum(h.sz), min(h.sz), max(h.sz), min(h.txt), max(h.txt)"
-    )
+/// Reads the JSON array a statistics subquery returns: `[count, ...]`.
+struct StatsArray(Vec<Value>);
+
+impl StatsArray {
+    fn parse(text: Option<String>) -> Result<Self> {
+        let text = text.ok_or_else(|| corrupt("history aggregate", "no statistics"))?;
+        serde_json::from_str(&text)
+            .map(Self)
+            .map_err(|e| corrupt("history aggregate", e))
+    }
+
+    fn count(&self, i: usize) -> u64 {
+        self.0.get(i).and_then(Value::as_u64).unwrap_or(0)
+    }
+
+    fn number(&self, i: usize) -> Option<f64> {
+        self.0.get(i).and_then(Value::as_f64)
+    }
+
+    fn text(&self, i: usize) -> Option<String> {
+        self.0.get(i).and_then(Value::as_str).map(str::to_owned)
+    }
 }
 
-const NUMERIC_VIEW: &str = "SELECT entity_key, attribute, observed_at, num, txt, json, \
-     CASE WHEN num IS NOT NULL THEN num WHEN json = 'true' THEN 1.0 WHEN json = 'false' THEN 0.0 END AS n, \
-     CASE WHEN json LIKE '[%' THEN CAST(json_array_length(json) AS REAL) END AS sz";
-
-/// Reads the statistics columns starting at column `at`.
-fn stats_row(r: &SqliteRow, at: usize) -> Result<PeriodStats> {
-    let count = |i: usize| -> Result<u64> { Ok(r.try_get::<i64, _>(at + i).map_err(engine)?.unsigned_abs()) };
-    let moments = |i: usize, sum_sq: bool| -> Result<Moments> {
-        let get = |j: usize| r.try_get::<Option<f64>, _>(at + j).map_err(engine);
-        Ok(Moments {
-            count: count(i)?,
-            sum: get(i + 1)?.unwrap_or(0.0),
-            sum_sq: if sum_sq { get(i + 2)?.unwrap_or(0.0) } else { 0.0 },
-            min: get(if sum_sq { i + 3 } else { i + 2 })?,
-            max: get(if sum_sq { i + 4 } else { i + 3 })?,
-        })
+fn merge(a: Moments, b: Moments) -> Moments {
+    let pick = |x: Option<f64>, y: Option<f64>, f: fn(f64, f64) -> f64| match (x, y) {
+        (Some(x), Some(y)) => Some(f(x, y)),
+        (x, y) => x.or(y),
     };
-    Ok(PeriodStats {
-        total_count: count(0)?,
-        distinct_count: r
-            .try_get::<Option<i64>, _>(at + 1)
-            .map_err(engine)?
-            .map(i64::unsigned_abs),
-        numbers: moments(2, true)?,
-        array_sizes: moments(7, false)?,
-        text_min: r.try_get(at + 11).map_err(engine)?,
-        text_max: r.try_get(at + 12).map_err(engine)?,
-    })
+    Moments {
+        count: a.count + b.count,
+        sum: a.sum + b.sum,
+        sum_sq: a.sum_sq + b.sum_sq,
+        min: pick(a.min, b.min, f64::min),
+        max: pick(a.max, b.max, f64::max),
+    }
+}
+
+/// One period's statistics from the two subqueries of [`Store::history_aggregate`]:
+/// numbers (the `num` column) and the other values (booleans, arrays, strings, JSON).
+fn period_stats(numbers: &StatsArray, others: &StatsArray, distinct: bool) -> PeriodStats {
+    let booleans = Moments {
+        count: others.count(1),
+        sum: others.number(2).unwrap_or(0.0),
+        // 1² = 1, 0² = 0.
+        sum_sq: others.number(2).unwrap_or(0.0),
+        min: others.number(3),
+        max: others.number(4),
+    };
+    PeriodStats {
+        total_count: numbers.count(0),
+        distinct_count: distinct.then(|| numbers.count(6) + others.count(11)),
+        numbers: merge(
+            Moments {
+                count: numbers.count(1),
+                sum: numbers.number(2).unwrap_or(0.0),
+                sum_sq: numbers.number(3).unwrap_or(0.0),
+                min: numbers.number(4),
+                max: numbers.number(5),
+            },
+            booleans,
+        ),
+        array_sizes: Moments {
+            count: others.count(5),
+            sum: others.number(6).unwrap_or(0.0),
+            sum_sq: 0.0,
+            min: others.number(7),
+            max: others.number(8),
+        },
+        text_min: others.text(9),
+        text_max: others.text(10),
+    }
 }
 
 impl SqliteStore {
@@ -632,36 +667,65 @@ impl Store for SqliteStore {
         if selection.entity_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let columns = aggregate_columns(methods.contains(&AggrMethod::DistinctCount));
-        let mut qb = match periods.fixed_length() {
-            // Equal periods: a point's period is one division, one pass over the index.
-            Some(length) => {
-                let mut qb = QueryBuilder::<Sqlite>::new("SELECT e.id, h.attribute, (h.observed_at - ");
-                qb.push_bind(micros(start))
-                    .push(") / ")
-                    .push_bind(i64::try_from(length.as_micros()).unwrap_or(i64::MAX))
-                    .push(format!(" AS period, {columns} FROM ({NUMERIC_VIEW}"));
-                push_selection(&mut qb, selection, Some(start), Some(end));
-                qb.push(") h");
-                qb
+        let ids: Vec<&str> = selection.entity_ids.iter().map(EntityId::as_str).collect();
+        let bounds: Vec<i64> = periods.boundaries().iter().map(|t| micros(*t)).collect();
+        let from = micros(selection.from.map_or(start, |t| t.max(start)));
+        let to = micros(selection.to.map_or(end, |t| t.min(end)));
+        let distinct = methods.contains(&AggrMethod::DistinctCount);
+
+        // Series (entity key, id, attribute), then one subquery per series and
+        // period: each an index range scan, no sort of the points. Periods of
+        // any length (months included) are given by their bounds.
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "WITH RECURSIVE p(i, lo, hi) AS (SELECT CAST(key AS INTEGER), value, lead(value) OVER (ORDER BY key) FROM json_each(",
+        );
+        qb.push_bind(json_array(&bounds)).push(")), ");
+        match &selection.attributes {
+            Some(attributes) => {
+                qb.push("s(k, id, a) AS (SELECT e.key, e.id, a.value FROM entities e, json_each(")
+                    .push_bind(json_array(attributes))
+                    .push(") a WHERE e.id IN (SELECT value FROM json_each(")
+                    .push_bind(json_array(&ids))
+                    .push(")))");
             }
-            // Calendar periods: join each point to its period's bounds, given as one JSON array.
+            // Every attribute: a loose index scan, one seek per attribute.
             None => {
-                let bounds: Vec<i64> = periods.boundaries().iter().map(|t| micros(*t)).collect();
-                let mut qb = QueryBuilder::<Sqlite>::new(
-                    "WITH p AS (SELECT CAST(key AS INTEGER) AS i, value AS lo, \
-                     lead(value) OVER (ORDER BY key) AS hi FROM json_each(",
+                qb.push(
+                    "s0(k, id, a) AS (SELECT e.key, e.id, (SELECT min(attribute) FROM history WHERE entity_key = e.key) \
+                     FROM entities e WHERE e.id IN (SELECT value FROM json_each(",
+                )
+                .push_bind(json_array(&ids))
+                .push(
+                    ")) UNION ALL SELECT k, id, (SELECT min(attribute) FROM history WHERE entity_key = s0.k AND attribute > s0.a) \
+                     FROM s0 WHERE s0.a IS NOT NULL), s(k, id, a) AS (SELECT k, id, a FROM s0 WHERE a IS NOT NULL)",
                 );
-                qb.push_bind(serde_json::to_string(&bounds).unwrap_or_else(|_| "[]".into()))
-                    .push(format!(
-                        ") ) SELECT e.id, h.attribute, p.i AS period, {columns} FROM ({NUMERIC_VIEW}"
-                    ));
-                push_selection(&mut qb, selection, Some(start), Some(end));
-                qb.push(") h JOIN p ON h.observed_at >= p.lo AND h.observed_at < p.hi");
-                qb
             }
+        }
+        let range = |qb: &mut QueryBuilder<Sqlite>| {
+            qb.push(" WHERE h.entity_key = s.k AND h.attribute = s.a AND h.observed_at >= max(p.lo, ")
+                .push_bind(from)
+                .push(") AND h.observed_at < min(p.hi, ")
+                .push_bind(to)
+                .push(")");
         };
-        qb.push(" JOIN entities e ON e.key = h.entity_key GROUP BY e.id, h.attribute, period ORDER BY e.id, h.attribute, period");
+        // Materialized: flattened, the filter below would run every subquery twice.
+        qb.push(format!(
+            ", r AS MATERIALIZED (SELECT s.id, s.a, p.i, \
+             (SELECT json_array(count(*), count(num), sum(num), sum(num * num), min(num), max(num){}) FROM history h",
+            if distinct { ", count(DISTINCT num)" } else { "" }
+        ));
+        range(&mut qb);
+        qb.push(format!(
+            ") AS numbers, (SELECT json_array(count(*), count(b), sum(b), min(b), max(b), count(sz), sum(sz), min(sz), max(sz), \
+             min(txt), max(txt){}) FROM (SELECT txt, json, CASE json WHEN 'true' THEN 1.0 WHEN 'false' THEN 0.0 END AS b, \
+             CASE WHEN json LIKE '[%' THEN CAST(json_array_length(json) AS REAL) END AS sz FROM history h",
+            if distinct { ", count(DISTINCT txt) + count(DISTINCT json)" } else { "" }
+        ));
+        range(&mut qb);
+        qb.push(
+            " AND h.num IS NULL)) AS others FROM s, p WHERE p.hi IS NOT NULL) \
+             SELECT id, a, i, numbers, others FROM r WHERE numbers NOT LIKE '[0,%' ORDER BY id, a, i",
+        );
         let rows = qb.build().fetch_all(&self.pool).await.map_err(engine)?;
 
         let mut out: Vec<EntityAggregate> = Vec::new();
@@ -672,7 +736,8 @@ impl Store for SqliteStore {
                 .ok()
                 .filter(|p| *p < periods.len())
                 .ok_or_else(|| corrupt("history aggregate", "a period index out of range"))?;
-            let stats = stats_row(r, 3)?;
+            let numbers = StatsArray::parse(r.try_get(3).map_err(engine)?)?;
+            let others = StatsArray::parse(r.try_get(4).map_err(engine)?)?;
             if out.last().is_none_or(|e| e.entity_id.as_str() != id) {
                 out.push(EntityAggregate {
                     entity_id: EntityId::new(id).map_err(|e| corrupt("history entity id", e))?,
@@ -681,23 +746,18 @@ impl Store for SqliteStore {
             }
             let Some(entity) = out.last_mut() else { continue };
             if entity.attributes.last().is_none_or(|a| a.name != attribute) {
+                // Periods without a point were left out: they count nothing.
+                let empty = PeriodStats {
+                    distinct_count: distinct.then_some(0),
+                    ..PeriodStats::default()
+                };
                 entity.attributes.push(AttributeAggregate {
                     name: attribute,
-                    periods: vec![PeriodStats::default(); periods.len()],
+                    periods: vec![empty; periods.len()],
                 });
             }
             if let Some(slot) = entity.attributes.last_mut().and_then(|a| a.periods.get_mut(period)) {
-                *slot = stats;
-            }
-        }
-        // Empty periods were not grouped: they count nothing, distinct included.
-        if methods.contains(&AggrMethod::DistinctCount) {
-            for p in out
-                .iter_mut()
-                .flat_map(|e| &mut e.attributes)
-                .flat_map(|a| &mut a.periods)
-            {
-                p.distinct_count.get_or_insert(0);
+                *slot = period_stats(&numbers, &others, distinct);
             }
         }
         Ok(out)
