@@ -15,10 +15,11 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use vigie_core::account::{Account, ApiCredential, Session};
 use vigie_core::audit::{AuditEvent, AuditRecord};
+use vigie_core::ngsi::temporal::{AggrMethod, AttributeAggregate, Instance, Moments, PeriodStats, Periods};
 use vigie_core::{Device, Entity, EntityId, Timestamp};
 use vigie_store::{
-    AuditQuery, DeadLetter, HistoryPoint, HistoryQuery, PendingNotification, Result, Retention, Store, StoreError,
-    SubscriptionRecord, WriteBatch,
+    AuditQuery, DeadLetter, EntityAggregate, HistoryPoint, HistoryQuery, HistoryRange, HistorySelection,
+    PendingNotification, Result, Retention, SeriesRead, Store, StoreError, SubscriptionRecord, WriteBatch,
 };
 
 /// Rows per multi-row INSERT: large enough to amortise statement overhead,
@@ -248,6 +249,114 @@ fn push_audit_filters(qb: &mut QueryBuilder<Sqlite>, q: &AuditQuery) {
     if let Some(after) = q.after_seq {
         qb.push(" AND seq > ")
             .push_bind(i64::try_from(after).unwrap_or(i64::MAX));
+    }
+}
+
+/// A list as a JSON array, for `json_each`: one bound parameter whatever its length.
+fn json_array<T: serde::Serialize>(items: &[T]) -> String {
+    // Strings and integers always serialize.
+    serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
+}
+
+/// The history rows of a selection: ` FROM history h WHERE ...`, the entity
+/// ids and attribute names passed as one JSON array each (no bound-parameter
+/// limit, one statement whatever the page size). `from`/`to` narrow the range further.
+fn push_selection(qb: &mut QueryBuilder<Sqlite>, s: &HistorySelection, from: Option<Timestamp>, to: Option<Timestamp>) {
+    let ids: Vec<&str> = s.entity_ids.iter().map(EntityId::as_str).collect();
+    qb.push(
+        " FROM history h WHERE h.entity_key IN (SELECT key FROM entities WHERE id IN (SELECT value FROM json_each(",
+    )
+    .push_bind(json_array(&ids))
+    .push(")))");
+    if let Some(attributes) = &s.attributes {
+        qb.push(" AND h.attribute IN (SELECT value FROM json_each(")
+            .push_bind(json_array(attributes))
+            .push("))");
+    }
+    let latest = |a: Option<Timestamp>, b: Option<Timestamp>| a.max(b).or(a).or(b);
+    let earliest = |a: Option<Timestamp>, b: Option<Timestamp>| match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    if let Some(t) = latest(s.from, from) {
+        qb.push(" AND h.observed_at >= ").push_bind(micros(t));
+    }
+    if let Some(t) = earliest(s.to, to) {
+        qb.push(" AND h.observed_at < ").push_bind(micros(t));
+    }
+}
+
+/// Reads the JSON array a statistics subquery returns: `[count, ...]`.
+struct StatsArray(Vec<Value>);
+
+impl StatsArray {
+    fn parse(text: Option<String>) -> Result<Self> {
+        let text = text.ok_or_else(|| corrupt("history aggregate", "no statistics"))?;
+        serde_json::from_str(&text)
+            .map(Self)
+            .map_err(|e| corrupt("history aggregate", e))
+    }
+
+    fn count(&self, i: usize) -> u64 {
+        self.0.get(i).and_then(Value::as_u64).unwrap_or(0)
+    }
+
+    fn number(&self, i: usize) -> Option<f64> {
+        self.0.get(i).and_then(Value::as_f64)
+    }
+
+    fn text(&self, i: usize) -> Option<String> {
+        self.0.get(i).and_then(Value::as_str).map(str::to_owned)
+    }
+}
+
+fn merge(a: Moments, b: Moments) -> Moments {
+    let pick = |x: Option<f64>, y: Option<f64>, f: fn(f64, f64) -> f64| match (x, y) {
+        (Some(x), Some(y)) => Some(f(x, y)),
+        (x, y) => x.or(y),
+    };
+    Moments {
+        count: a.count + b.count,
+        sum: a.sum + b.sum,
+        sum_sq: a.sum_sq + b.sum_sq,
+        min: pick(a.min, b.min, f64::min),
+        max: pick(a.max, b.max, f64::max),
+    }
+}
+
+/// One period's statistics from the two subqueries of [`Store::history_aggregate`]:
+/// numbers (the `num` column) and the other values (booleans, arrays, strings, JSON).
+fn period_stats(numbers: &StatsArray, others: &StatsArray, distinct: bool) -> PeriodStats {
+    let booleans = Moments {
+        count: others.count(1),
+        sum: others.number(2).unwrap_or(0.0),
+        // 1² = 1, 0² = 0.
+        sum_sq: others.number(2).unwrap_or(0.0),
+        min: others.number(3),
+        max: others.number(4),
+    };
+    PeriodStats {
+        total_count: numbers.count(0),
+        distinct_count: distinct.then(|| numbers.count(6) + others.count(11)),
+        numbers: merge(
+            Moments {
+                count: numbers.count(1),
+                sum: numbers.number(2).unwrap_or(0.0),
+                sum_sq: numbers.number(3).unwrap_or(0.0),
+                min: numbers.number(4),
+                max: numbers.number(5),
+            },
+            booleans,
+        ),
+        array_sizes: Moments {
+            count: others.count(5),
+            sum: others.number(6).unwrap_or(0.0),
+            sum_sq: 0.0,
+            min: others.number(7),
+            max: others.number(8),
+        },
+        text_min: others.text(9),
+        text_max: others.text(10),
     }
 }
 
@@ -511,6 +620,174 @@ impl Store for SqliteStore {
             .await
             .map_err(engine)?;
         Ok(n.unsigned_abs())
+    }
+
+    async fn history_range(
+        &self,
+        selection: &HistorySelection,
+        last_n: Option<usize>,
+        limit: usize,
+    ) -> Result<HistoryRange> {
+        if selection.entity_ids.is_empty() {
+            return Ok(HistoryRange::default());
+        }
+        let per_series = HistoryRange::read_per_series(limit, last_n);
+        let order = if last_n.is_some() { "DESC" } else { "ASC" };
+        let mut qb = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT e.id, r.attribute, r.observed_at, r.num, r.txt, r.json, r.unit_code FROM (\
+             SELECT h.*, row_number() OVER (PARTITION BY h.entity_key, h.attribute ORDER BY h.observed_at {order}) AS rn"
+        ));
+        push_selection(&mut qb, selection, None, None);
+        qb.push(") r JOIN entities e ON e.key = r.entity_key WHERE r.rn <= ")
+            .push_bind(i64::try_from(per_series).unwrap_or(i64::MAX))
+            .push(" ORDER BY e.id, r.attribute, r.observed_at");
+        let rows = qb.build().fetch_all(&self.pool).await.map_err(engine)?;
+        let mut series: Vec<SeriesRead> = Vec::new();
+        for r in &rows {
+            let id: String = r.try_get(0).map_err(engine)?;
+            let attribute: String = r.try_get(1).map_err(engine)?;
+            let instance = Instance {
+                observed_at: from_micros(r.try_get(2).map_err(engine)?, "history time")?,
+                value: value_from_columns(
+                    r.try_get(3).map_err(engine)?,
+                    r.try_get(4).map_err(engine)?,
+                    r.try_get(5).map_err(engine)?,
+                )?,
+                unit_code: r.try_get(6).map_err(engine)?,
+            };
+            match series.last_mut() {
+                Some(s) if s.entity_id.as_str() == id && s.attribute == attribute => s.instances.push(instance),
+                _ => series.push(SeriesRead {
+                    entity_id: EntityId::new(id).map_err(|e| corrupt("history entity id", e))?,
+                    attribute,
+                    instances: vec![instance],
+                }),
+            }
+        }
+        Ok(HistoryRange::assemble(series, limit, last_n))
+    }
+
+    async fn history_extent(&self, selection: &HistorySelection) -> Result<Option<(Timestamp, Timestamp)>> {
+        if selection.entity_ids.is_empty() {
+            return Ok(None);
+        }
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT min(h.observed_at), max(h.observed_at)");
+        push_selection(&mut qb, selection, None, None);
+        let row = qb.build().fetch_one(&self.pool).await.map_err(engine)?;
+        let first: Option<i64> = row.try_get(0).map_err(engine)?;
+        let last: Option<i64> = row.try_get(1).map_err(engine)?;
+        match (first, last) {
+            (Some(a), Some(b)) => Ok(Some((from_micros(a, "history time")?, from_micros(b, "history time")?))),
+            _ => Ok(None),
+        }
+    }
+
+    async fn history_aggregate(
+        &self,
+        selection: &HistorySelection,
+        periods: &Periods,
+        methods: &[AggrMethod],
+    ) -> Result<Vec<EntityAggregate>> {
+        let (Some(start), Some(end)) = (periods.start(), periods.end()) else {
+            return Ok(Vec::new());
+        };
+        if selection.entity_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = selection.entity_ids.iter().map(EntityId::as_str).collect();
+        let bounds: Vec<i64> = periods.boundaries().iter().map(|t| micros(*t)).collect();
+        let from = micros(selection.from.map_or(start, |t| t.max(start)));
+        let to = micros(selection.to.map_or(end, |t| t.min(end)));
+        let distinct = methods.contains(&AggrMethod::DistinctCount);
+
+        // Series (entity key, id, attribute), then one subquery per series and
+        // period: each an index range scan, no sort of the points. Periods of
+        // any length (months included) are given by their bounds.
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "WITH RECURSIVE p(i, lo, hi) AS (SELECT CAST(key AS INTEGER), value, lead(value) OVER (ORDER BY key) FROM json_each(",
+        );
+        qb.push_bind(json_array(&bounds)).push(")), ");
+        match &selection.attributes {
+            Some(attributes) => {
+                qb.push("s(k, id, a) AS (SELECT e.key, e.id, a.value FROM entities e, json_each(")
+                    .push_bind(json_array(attributes))
+                    .push(") a WHERE e.id IN (SELECT value FROM json_each(")
+                    .push_bind(json_array(&ids))
+                    .push(")))");
+            }
+            // Every attribute: a loose index scan, one seek per attribute.
+            None => {
+                qb.push(
+                    "s0(k, id, a) AS (SELECT e.key, e.id, (SELECT min(attribute) FROM history WHERE entity_key = e.key) \
+                     FROM entities e WHERE e.id IN (SELECT value FROM json_each(",
+                )
+                .push_bind(json_array(&ids))
+                .push(
+                    ")) UNION ALL SELECT k, id, (SELECT min(attribute) FROM history WHERE entity_key = s0.k AND attribute > s0.a) \
+                     FROM s0 WHERE s0.a IS NOT NULL), s(k, id, a) AS (SELECT k, id, a FROM s0 WHERE a IS NOT NULL)",
+                );
+            }
+        }
+        let range = |qb: &mut QueryBuilder<Sqlite>| {
+            qb.push(" WHERE h.entity_key = s.k AND h.attribute = s.a AND h.observed_at >= max(p.lo, ")
+                .push_bind(from)
+                .push(") AND h.observed_at < min(p.hi, ")
+                .push_bind(to)
+                .push(")");
+        };
+        // Materialized: flattened, the filter below would run every subquery twice.
+        qb.push(format!(
+            ", r AS MATERIALIZED (SELECT s.id, s.a, p.i, \
+             (SELECT json_array(count(*), count(num), sum(num), sum(num * num), min(num), max(num){}) FROM history h",
+            if distinct { ", count(DISTINCT num)" } else { "" }
+        ));
+        range(&mut qb);
+        qb.push(format!(
+            ") AS numbers, (SELECT json_array(count(*), count(b), sum(b), min(b), max(b), count(sz), sum(sz), min(sz), max(sz), \
+             min(txt), max(txt){}) FROM (SELECT txt, json, CASE json WHEN 'true' THEN 1.0 WHEN 'false' THEN 0.0 END AS b, \
+             CASE WHEN json LIKE '[%' THEN CAST(json_array_length(json) AS REAL) END AS sz FROM history h",
+            if distinct { ", count(DISTINCT txt) + count(DISTINCT json)" } else { "" }
+        ));
+        range(&mut qb);
+        qb.push(
+            " AND h.num IS NULL)) AS others FROM s, p WHERE p.hi IS NOT NULL) \
+             SELECT id, a, i, numbers, others FROM r WHERE numbers NOT LIKE '[0,%' ORDER BY id, a, i",
+        );
+        let rows = qb.build().fetch_all(&self.pool).await.map_err(engine)?;
+
+        let mut out: Vec<EntityAggregate> = Vec::new();
+        for r in &rows {
+            let id: String = r.try_get(0).map_err(engine)?;
+            let attribute: String = r.try_get(1).map_err(engine)?;
+            let period = usize::try_from(r.try_get::<i64, _>(2).map_err(engine)?)
+                .ok()
+                .filter(|p| *p < periods.len())
+                .ok_or_else(|| corrupt("history aggregate", "a period index out of range"))?;
+            let numbers = StatsArray::parse(r.try_get(3).map_err(engine)?)?;
+            let others = StatsArray::parse(r.try_get(4).map_err(engine)?)?;
+            if out.last().is_none_or(|e| e.entity_id.as_str() != id) {
+                out.push(EntityAggregate {
+                    entity_id: EntityId::new(id).map_err(|e| corrupt("history entity id", e))?,
+                    attributes: Vec::new(),
+                });
+            }
+            let Some(entity) = out.last_mut() else { continue };
+            if entity.attributes.last().is_none_or(|a| a.name != attribute) {
+                // Periods without a point were left out: they count nothing.
+                let empty = PeriodStats {
+                    distinct_count: distinct.then_some(0),
+                    ..PeriodStats::default()
+                };
+                entity.attributes.push(AttributeAggregate {
+                    name: attribute,
+                    periods: vec![empty; periods.len()],
+                });
+            }
+            if let Some(slot) = entity.attributes.last_mut().and_then(|a| a.periods.get_mut(period)) {
+                *slot = period_stats(&numbers, &others, distinct);
+            }
+        }
+        Ok(out)
     }
 
     async fn prune_history(&self, now: Timestamp, retention: &Retention) -> Result<u64> {

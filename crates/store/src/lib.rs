@@ -15,6 +15,7 @@ use vigie_core::access::Principal;
 use vigie_core::account::{Account, ApiCredential, Session};
 use vigie_core::audit::{AuditRecord, Outcome};
 use vigie_core::ngsi::Subscription;
+use vigie_core::ngsi::temporal::{AggrMethod, AttributeAggregate, AttributeHistory, Instance, Periods};
 use vigie_core::{Device, Entity, EntityId, Timestamp};
 
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +121,127 @@ pub struct HistoryQuery {
     pub limit: usize,
 }
 
+/// Which history a temporal request reads: the entities the API layer
+/// selected (by type, `q`, scope... against the twin), some or all of their
+/// attributes, over a half-open time range of `observedAt`.
+#[derive(Debug, Clone, Default)]
+pub struct HistorySelection {
+    pub entity_ids: Vec<EntityId>,
+    /// `None`: every attribute.
+    pub attributes: Option<Vec<String>>,
+    /// Inclusive.
+    pub from: Option<Timestamp>,
+    /// Exclusive.
+    pub to: Option<Timestamp>,
+}
+
+/// One entity's attributes over time, attributes by name, instances oldest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntityHistory {
+    pub entity_id: EntityId,
+    pub attributes: Vec<AttributeHistory>,
+}
+
+/// Where a bounded range read stopped, for the API's 206 and `Content-Range`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Truncation {
+    /// Oldest first: every instance up to this instant (included) was
+    /// returned, none after it; the next page starts just after it.
+    CompleteUntil(Timestamp),
+    /// `lastN`, newest first: every instance from this instant (included)
+    /// was returned, none before it.
+    CompleteFrom(Timestamp),
+}
+
+/// The answer of [`Store::history_range`]: entities by id, none without instances.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HistoryRange {
+    pub entities: Vec<EntityHistory>,
+    /// `None` when everything in range was returned.
+    pub truncation: Option<Truncation>,
+}
+
+/// One series as an engine read it, oldest first, with at most one instance
+/// more than the page holds (so that truncation shows).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesRead {
+    pub entity_id: EntityId,
+    pub attribute: String,
+    pub instances: Vec<Instance>,
+}
+
+impl HistoryRange {
+    /// How many instances an engine reads per series for a page of `limit`:
+    /// one more than the page (to see whether there is more), never more than `lastN`.
+    pub fn read_per_series(limit: usize, last_n: Option<usize>) -> usize {
+        let page = limit.max(1).saturating_add(1);
+        last_n.map_or(page, |n| n.min(page))
+    }
+
+    /// Cuts every series to `limit` instances, at one common instant so that
+    /// the page is complete up to it for every series (or, with `lastN`,
+    /// complete from it), and groups the series by entity. Engines read with
+    /// [`Self::read_per_series`]; series come in (entity id, attribute) order.
+    pub fn assemble(mut series: Vec<SeriesRead>, limit: usize, last_n: Option<usize>) -> Self {
+        let limit = limit.max(1);
+        let truncation = if last_n.is_some() {
+            // The most recent instances: a series cut loses its oldest ones.
+            let from = series
+                .iter_mut()
+                .filter(|s| s.instances.len() > limit)
+                .filter_map(|s| {
+                    s.instances.drain(..s.instances.len() - limit);
+                    s.instances.first().map(|i| i.observed_at)
+                })
+                .max();
+            if let Some(from) = from {
+                series
+                    .iter_mut()
+                    .for_each(|s| s.instances.retain(|i| i.observed_at >= from));
+            }
+            from.map(Truncation::CompleteFrom)
+        } else {
+            let until = series
+                .iter_mut()
+                .filter(|s| s.instances.len() > limit)
+                .filter_map(|s| {
+                    s.instances.truncate(limit);
+                    s.instances.last().map(|i| i.observed_at)
+                })
+                .min();
+            if let Some(until) = until {
+                series
+                    .iter_mut()
+                    .for_each(|s| s.instances.retain(|i| i.observed_at <= until));
+            }
+            until.map(Truncation::CompleteUntil)
+        };
+        let mut entities: Vec<EntityHistory> = Vec::new();
+        for s in series.into_iter().filter(|s| !s.instances.is_empty()) {
+            let attribute = AttributeHistory {
+                name: s.attribute,
+                instances: s.instances,
+            };
+            match entities.last_mut() {
+                Some(e) if e.entity_id == s.entity_id => e.attributes.push(attribute),
+                _ => entities.push(EntityHistory {
+                    entity_id: s.entity_id,
+                    attributes: vec![attribute],
+                }),
+            }
+        }
+        Self { entities, truncation }
+    }
+}
+
+/// One entity's per-period statistics, attributes by name; only attributes
+/// with an instance in some period appear.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntityAggregate {
+    pub entity_id: EntityId,
+    pub attributes: Vec<AttributeAggregate>,
+}
+
 /// How long history is kept: a default, and overrides per attribute name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Retention {
@@ -167,6 +289,32 @@ pub trait Store: Send + Sync + 'static {
     async fn history(&self, query: &HistoryQuery) -> Result<Vec<HistoryPoint>>;
 
     async fn count_history(&self) -> Result<u64>;
+
+    /// The temporal API's instances: per entity and attribute, those in the
+    /// selection's range, oldest first; with `last_n`, only the N most recent
+    /// of each series (still oldest first). At most `limit` (≥ 1) per series:
+    /// beyond, the page is cut at a common instant, see [`HistoryRange::assemble`].
+    async fn history_range(
+        &self,
+        selection: &HistorySelection,
+        last_n: Option<usize>,
+        limit: usize,
+    ) -> Result<HistoryRange>;
+
+    /// The first and last instants in the selection, `None` if it holds
+    /// nothing: what closes an open range before aggregating.
+    async fn history_extent(&self, selection: &HistorySelection) -> Result<Option<(Timestamp, Timestamp)>>;
+
+    /// Per entity and attribute, the statistics of each period of `periods`
+    /// (instances also within the selection's range), computed by the engine
+    /// as [`vigie_core::ngsi::temporal::aggregate`] would. `methods` says what
+    /// is wanted: `distinct_count` is `None` unless `distinctCount` is in it.
+    async fn history_aggregate(
+        &self,
+        selection: &HistorySelection,
+        periods: &Periods,
+        methods: &[AggrMethod],
+    ) -> Result<Vec<EntityAggregate>>;
 
     /// Deletes history older than the retention allows; returns how many points went.
     async fn prune_history(&self, now: Timestamp, retention: &Retention) -> Result<u64>;

@@ -8,7 +8,12 @@ use vigie_core::access::Role;
 use vigie_core::audit::{AuditEvent, AuditRecord, Head, Outcome};
 use vigie_core::{Attribute, Device, Entity, EntityId, Scope, Timestamp, Transport};
 
-use crate::{AuditQuery, DeadLetter, HistoryPoint, HistoryQuery, Retention, Store, StoreError, WriteBatch};
+use vigie_core::ngsi::temporal::{AggrMethod, PeriodDuration, Periods, aggregate};
+
+use crate::{
+    AuditQuery, DeadLetter, HistoryPoint, HistoryQuery, HistorySelection, Retention, Store, StoreError, Truncation,
+    WriteBatch,
+};
 
 fn ts(s: &str) -> Timestamp {
     s.parse().expect("test timestamp")
@@ -47,6 +52,8 @@ pub async fn run_all(store: &dyn Store) {
     entities_round_trip_and_page_in_id_order(store).await;
     history_keeps_every_type_and_replaces_redeliveries(store).await;
     retention_prunes_per_attribute(store).await;
+    temporal_range_reads_are_bounded_and_ordered(store).await;
+    temporal_aggregates_match_the_core_aggregator(store).await;
     devices_and_dead_letters(store).await;
     accounts_credentials_and_sessions(store).await;
     audit_trail_appends_pages_and_queries(store).await;
@@ -507,4 +514,235 @@ async fn audit_trail_appends_pages_and_queries(store: &dyn Store) {
         q.after_seq = Some(20);
     });
     assert_eq!(seqs(store.audit_query(&keyset).await.expect("query")), [21, 24, 27, 30]);
+}
+
+/// Lights 700 and 701: one reading a minute over three hours from 18:00, of
+/// several JSON types; light 701 only the first hour.
+async fn temporal_fixture(store: &dyn Store) -> (Entity, Entity) {
+    let (a, b) = (
+        light(700, 30.0, "2026-11-22T18:00:00Z"),
+        light(701, 30.0, "2026-11-22T18:00:00Z"),
+    );
+    let start = ts("2026-11-22T18:00:00Z");
+    let mut history = Vec::new();
+    for m in 0..180i64 {
+        let at = start + jiff::SignedDuration::from_mins(m);
+        let p = |e: &Entity, attribute: &str, value: serde_json::Value| HistoryPoint {
+            entity_id: e.id.clone(),
+            attribute: attribute.into(),
+            observed_at: at,
+            value,
+            unit_code: (attribute == "powerConsumption").then(|| "WTT".to_owned()),
+        };
+        history.push(p(&a, "powerConsumption", json!((m % 7) as f64 * 1.5 + 20.0)));
+        history.push(p(&a, "powerState", json!(["on", "off", "dimmed"][(m % 3) as usize])));
+        history.push(p(&a, "lit", json!(m % 4 != 0)));
+        history.push(p(&a, "tags", json!(vec![1; (m % 5) as usize])));
+        history.push(p(&a, "fault", json!({"code": m % 2})));
+        if m < 60 {
+            history.push(p(&b, "powerConsumption", json!(m)));
+        }
+    }
+    store
+        .write(&WriteBatch {
+            upserts: vec![Arc::new(a.clone()), Arc::new(b.clone())],
+            history,
+            ..Default::default()
+        })
+        .await
+        .expect("write");
+    (a, b)
+}
+
+async fn temporal_range_reads_are_bounded_and_ordered(store: &dyn Store) {
+    let (a, b) = temporal_fixture(store).await;
+    let select = |attributes: Option<&[&str]>, from: Option<&str>, to: Option<&str>| HistorySelection {
+        entity_ids: vec![b.id.clone(), a.id.clone()],
+        attributes: attributes.map(|a| a.iter().map(|s| (*s).to_owned()).collect()),
+        from: from.map(ts),
+        to: to.map(ts),
+    };
+    let power = Some(&["powerConsumption"][..]);
+
+    let all = store
+        .history_range(&select(power, None, None), None, 1000)
+        .await
+        .expect("range");
+    assert_eq!(all.truncation, None);
+    let ids: Vec<&EntityId> = all.entities.iter().map(|e| &e.entity_id).collect();
+    assert_eq!(ids, [&a.id, &b.id], "entities by id");
+    let a_power = &all.entities[0].attributes[0];
+    assert_eq!(
+        (a_power.name.as_str(), a_power.instances.len()),
+        ("powerConsumption", 180)
+    );
+    assert!(
+        a_power
+            .instances
+            .windows(2)
+            .all(|w| w[0].observed_at < w[1].observed_at),
+        "oldest first"
+    );
+    assert_eq!(a_power.instances[0].unit_code.as_deref(), Some("WTT"));
+
+    // before excludes timeAt, after includes it, between is half-open.
+    let before = store
+        .history_range(&select(power, None, Some("2026-11-22T18:10:00Z")), None, 1000)
+        .await
+        .expect("range");
+    assert_eq!(before.entities[0].attributes[0].instances.len(), 10);
+    let between = store
+        .history_range(
+            &select(power, Some("2026-11-22T18:10:00Z"), Some("2026-11-22T18:20:00Z")),
+            None,
+            1000,
+        )
+        .await
+        .expect("range");
+    let first = &between.entities[0].attributes[0].instances;
+    assert_eq!(first.len(), 10);
+    assert_eq!(first[0].observed_at, ts("2026-11-22T18:10:00Z"));
+
+    // Every attribute when none is named; entities outside the selection are not read.
+    let every = store
+        .history_range(&select(None, None, Some("2026-11-22T18:01:00Z")), None, 10)
+        .await
+        .expect("range");
+    let names: Vec<&str> = every.entities[0].attributes.iter().map(|x| x.name.as_str()).collect();
+    assert_eq!(names, ["fault", "lit", "powerConsumption", "powerState", "tags"]);
+    assert_eq!(every.entities[0].attributes[1].instances[0].value, json!(false));
+    assert_eq!(every.entities[0].attributes[4].instances[0].value, json!([]));
+
+    // A page cut at a common instant: b has 60 instances, a 180, limit 50.
+    let page = store
+        .history_range(&select(power, None, None), None, 50)
+        .await
+        .expect("range");
+    assert_eq!(
+        page.truncation,
+        Some(Truncation::CompleteUntil(ts("2026-11-22T18:49:00Z")))
+    );
+    assert!(page.entities.iter().all(|e| e.attributes[0].instances.len() == 50));
+
+    // lastN: the N most recent, oldest first.
+    let last = store
+        .history_range(&select(power, None, None), Some(3), 1000)
+        .await
+        .expect("range");
+    assert_eq!(last.truncation, None);
+    let times: Vec<Timestamp> = last.entities[1].attributes[0]
+        .instances
+        .iter()
+        .map(|i| i.observed_at)
+        .collect();
+    assert_eq!(
+        times,
+        [
+            ts("2026-11-22T18:57:00Z"),
+            ts("2026-11-22T18:58:00Z"),
+            ts("2026-11-22T18:59:00Z")
+        ]
+    );
+    // lastN beyond the page: the most recent page, complete from a common instant.
+    let cut = store
+        .history_range(&select(power, None, None), Some(100), 20)
+        .await
+        .expect("range");
+    assert_eq!(
+        cut.truncation,
+        Some(Truncation::CompleteFrom(ts("2026-11-22T20:40:00Z")))
+    );
+    assert_eq!(cut.entities.len(), 1, "b has nothing that recent");
+    assert_eq!(cut.entities[0].attributes[0].instances.len(), 20);
+
+    let nothing = HistorySelection::default();
+    assert_eq!(
+        store.history_range(&nothing, None, 10).await.expect("range").entities,
+        []
+    );
+    assert_eq!(store.history_extent(&nothing).await.expect("extent"), None);
+    assert_eq!(
+        store
+            .history_extent(&select(power, Some("2026-11-22T18:30:00Z"), None))
+            .await
+            .expect("extent"),
+        Some((ts("2026-11-22T18:30:00Z"), ts("2026-11-22T20:59:00Z")))
+    );
+}
+
+/// The engine's per-period statistics give what the core's aggregator gives
+/// from the same instances, for every method and JSON type, with equal and
+/// with calendar periods.
+async fn temporal_aggregates_match_the_core_aggregator(store: &dyn Store) {
+    let (a, b) = temporal_fixture(store).await;
+    let selection = HistorySelection {
+        entity_ids: vec![a.id.clone(), b.id.clone()],
+        attributes: None,
+        from: Some(ts("2026-11-22T18:05:00Z")),
+        to: None,
+    };
+    let range = store.history_range(&selection, None, 10_000).await.expect("range");
+    let extent = store.history_extent(&selection).await.expect("extent").expect("data");
+    for (duration, start) in [
+        ("PT1H", "2026-11-22T18:05:00Z"),
+        ("PT7M", "2026-11-22T18:05:00Z"),
+        ("PT0S", "2026-11-22T18:05:00Z"),
+        ("P1M", "2026-10-31T00:00:00Z"),
+    ] {
+        let periods = Periods::new(
+            ts(start),
+            extent.1 + jiff::SignedDuration::from_micros(1),
+            PeriodDuration::parse(duration).expect("duration"),
+        )
+        .expect("periods");
+        let stored = store
+            .history_aggregate(&selection, &periods, &AggrMethod::ALL)
+            .await
+            .expect("aggregate");
+        assert_eq!(stored.len(), range.entities.len(), "{duration}");
+        for (entity, expected) in stored.iter().zip(&range.entities) {
+            assert_eq!(entity.entity_id, expected.entity_id);
+            assert_eq!(entity.attributes.len(), expected.attributes.len());
+            for (got, history) in entity.attributes.iter().zip(&expected.attributes) {
+                assert_eq!(got.name, history.name);
+                let want = aggregate(history.instances.iter().map(|i| (i.observed_at, &i.value)), &periods);
+                assert_eq!(got.periods.len(), want.len());
+                for (p, (g, w)) in got.periods.iter().zip(&want).enumerate() {
+                    for method in AggrMethod::ALL {
+                        let kind = vigie_core::AttributeKind::Property;
+                        let (g, w) = (g.value(method, kind), w.value(method, kind));
+                        let close = match (g.as_f64(), w.as_f64()) {
+                            (Some(x), Some(y)) => (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0),
+                            _ => g == w,
+                        };
+                        assert!(
+                            close,
+                            "{duration} {} {} period {p} {method}: store {g}, core {w}",
+                            entity.entity_id, history.name
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    // Without distinctCount the engine may skip it, and says so.
+    let periods = Periods::new(
+        ts("2026-11-22T18:00:00Z"),
+        ts("2026-11-22T21:00:00Z"),
+        PeriodDuration::parse("PT1H").expect("duration"),
+    )
+    .expect("periods");
+    let lean = store
+        .history_aggregate(&selection, &periods, &[AggrMethod::Avg])
+        .await
+        .expect("aggregate");
+    let power = lean[0]
+        .attributes
+        .iter()
+        .find(|x| x.name == "powerConsumption")
+        .expect("power");
+    assert_eq!(power.periods[0].distinct_count, None);
+    assert_eq!(power.periods[0].total_count, 55, "from 18:05, the selection's start");
+    assert_eq!(power.periods[1].total_count, 60);
 }

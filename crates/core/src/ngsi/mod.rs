@@ -1,7 +1,8 @@
 //! NGSI-LD request logic with no I/O: the `q` query language, `scopeQ`, geo
 //! queries, the simplified rendering with `pick` / `omit`, the JSON-LD
-//! `@context` translation of names, and subscriptions. The API layer decodes
-//! the URL, calls these, and turns their errors into ProblemDetails.
+//! `@context` translation of names, subscriptions and the temporal API. The
+//! API layer decodes the URL, calls these, and turns their errors into
+//! ProblemDetails.
 
 pub mod context;
 pub mod geo;
@@ -9,6 +10,7 @@ pub mod query;
 pub mod render;
 pub mod scope_query;
 pub mod subscription;
+pub mod temporal;
 
 pub use context::{
     ActiveContext, BuiltinContexts, ContextError, ContextSource, EmbeddedContext, Representation, Translation,
@@ -19,6 +21,7 @@ pub use query::{AttrPath, Expr, Literal, Operand, Order, Pattern, Query, QueryEr
 pub use render::{key_value, key_values, project};
 pub use scope_query::{Level, ScopeExpr, ScopePattern, ScopeQuery};
 pub use subscription::{Change, ChangeKind, Subscription, SubscriptionError, Trigger, Verdict};
+pub use temporal::{TemporalError, TemporalParams, TemporalQuery, TemporalRepresentation};
 
 #[cfg(test)]
 mod tests;
