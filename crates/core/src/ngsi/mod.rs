@@ -2,11 +2,13 @@
 //! queries, and the simplified rendering with `pick` / `omit`. The API layer
 //! decodes the URL, calls these, and turns their errors into ProblemDetails.
 
+pub mod concise;
 pub mod geo;
 pub mod query;
 pub mod render;
 pub mod scope_query;
 
+pub use concise::{NGSI_LD_NULL, attribute_from_concise, entity_from_concise, expand_instance};
 pub use geo::{GeoQuery, GeoQueryError, GeoRel};
 pub use query::{AttrPath, Expr, Literal, Operand, Order, Pattern, Query, QueryError, Term, Test};
 pub use render::{key_values, project};
