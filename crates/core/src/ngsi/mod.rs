@@ -11,7 +11,7 @@ pub mod scope_query;
 pub use concise::{NGSI_LD_NULL, attribute_from_concise, entity_from_concise, expand_instance};
 pub use geo::{GeoQuery, GeoQueryError, GeoRel};
 pub use query::{AttrPath, Expr, Literal, Operand, Order, Pattern, Query, QueryError, Term, Test};
-pub use render::{key_values, project};
+pub use render::{Format, LanguageFilter, RenderOptions, key_values, project, render};
 pub use scope_query::{Level, ScopeExpr, ScopePattern, ScopeQuery};
 
 #[cfg(test)]
