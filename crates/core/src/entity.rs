@@ -509,15 +509,7 @@ impl Entity {
             .and_then(Value::as_str)
             .filter(|t| !t.is_empty())
             .ok_or("the entity has no 'type' string")?;
-        let scope = match obj.get("scope") {
-            None => None,
-            Some(Value::String(s)) => Some(Scope::from_ngsi(s).map_err(|e| e.to_string())?),
-            Some(Value::Array(a)) if a.len() == 1 => {
-                let s = a[0].as_str().ok_or("'scope' must hold strings")?;
-                Some(Scope::from_ngsi(s).map_err(|e| e.to_string())?)
-            }
-            Some(_) => return Err("'scope' must be one '/<commune>/<business-line>' string".into()),
-        };
+        let scope = obj.get("scope").map(parse_scope).transpose()?;
         let time = |key: &str| -> Result<Option<Timestamp>, String> {
             obj.get(key)
                 .map(|t| {
@@ -565,6 +557,19 @@ impl Entity {
             m.insert(name.clone(), rendered);
         }
         Value::Object(m)
+    }
+}
+
+/// An entity's `scope` member: one `/<commune>/<business-line>` string, or
+/// an array holding one.
+pub fn parse_scope(v: &Value) -> Result<Scope, String> {
+    match v {
+        Value::String(s) => Scope::from_ngsi(s).map_err(|e| e.to_string()),
+        Value::Array(a) if a.len() == 1 => {
+            let s = a[0].as_str().ok_or("'scope' must hold strings")?;
+            Scope::from_ngsi(s).map_err(|e| e.to_string())
+        }
+        _ => Err("'scope' must be one '/<commune>/<business-line>' string".into()),
     }
 }
 
