@@ -17,7 +17,7 @@ pub mod scope;
 pub use access::{Action, Principal, Role, ScopeGrant};
 pub use attributes::Attributes;
 pub use device::{AttributeMapping, Device, DeviceError, DeviceSpec, Transport};
-pub use entity::{Attribute, AttributeKind, Entity, EntityId, EntityIdError, Observation};
+pub use entity::{Attribute, AttributeKind, Entity, EntityId, EntityIdError, Observation, is_language_tag};
 pub use scope::{BusinessLine, CommuneId, Scope, ScopeError};
 
 /// A point in time, UTC. Every timestamp Vigie stores or exchanges is one.
