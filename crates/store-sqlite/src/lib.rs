@@ -150,9 +150,20 @@ fn value_columns(v: &Value) -> (Option<f64>, Option<&str>, Option<String>) {
     }
 }
 
+/// A stored number as JSON: integral values (counts, watts, levels) come back
+/// as the integers they were written as, since SQLite keeps them as REAL.
+fn number(n: f64) -> Value {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53: every integer below is exact in f64
+    if n.fract() == 0.0 && n.abs() < EXACT {
+        Value::from(n as i64)
+    } else {
+        serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number)
+    }
+}
+
 fn value_from_columns(num: Option<f64>, txt: Option<String>, json: Option<String>) -> Result<Value> {
     match (num, txt, json) {
-        (Some(n), _, _) => Ok(serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number)),
+        (Some(n), _, _) => Ok(number(n)),
         (_, Some(s), _) => Ok(Value::String(s)),
         (_, _, Some(j)) => serde_json::from_str(&j).map_err(|e| corrupt("history value", e)),
         _ => Err(corrupt("history value", "no column holds the value")),
@@ -488,6 +499,12 @@ impl Store for SqliteStore {
         }
 
         for id in &batch.deletes {
+            // An entity's history goes with it: its key may be given again.
+            sqlx::query("DELETE FROM history WHERE entity_key = (SELECT key FROM entities WHERE id = ?)")
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(engine)?;
             sqlx::query("DELETE FROM entities WHERE id = ?")
                 .bind(id.as_str())
                 .execute(&mut *tx)

@@ -184,7 +184,10 @@ async fn history_keeps_every_type_and_replaces_redeliveries(store: &dyn Store) {
     let e = light(1, 30.0, "2026-11-22T18:00:00Z");
     let points = vec![
         point(&e, "powerConsumption", json!(31.5), "2026-11-22T18:00:00Z"),
-        point(&e, "powerConsumption", json!(32.0), "2026-11-22T18:10:00Z"),
+        point(&e, "powerConsumption", json!(32.25), "2026-11-22T18:10:00Z"),
+        // Integers come back as integers (a JSON number has no float/int kind,
+        // but clients print 40 and 40.0 differently).
+        point(&e, "dimmingLevel", json!(40), "2026-11-22T18:10:00Z"),
         point(&e, "powerState", json!("on"), "2026-11-22T18:00:00Z"),
         point(&e, "fault", json!({"code": 3, "lamp": true}), "2026-11-22T18:00:00Z"),
         point(&e, "dimmed", json!(false), "2026-11-22T18:00:00Z"),
@@ -219,7 +222,7 @@ async fn history_keeps_every_type_and_replaces_redeliveries(store: &dyn Store) {
         .await
         .expect("history");
     assert_eq!(ranged.len(), 1);
-    assert_eq!(ranged[0].value, json!(32.0));
+    assert_eq!(ranged[0].value, json!(32.25));
 }
 
 async fn retention_prunes_per_attribute(store: &dyn Store) {

@@ -9,6 +9,7 @@ mod entities;
 mod jsonld;
 mod query;
 mod subscriptions;
+mod temporal;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -84,6 +85,15 @@ pub fn routes(state: &AppState) -> Router<AppState> {
             get(subscriptions::retrieve)
                 .patch(subscriptions::update)
                 .delete(subscriptions::delete),
+        )
+        .route("/ngsi-ld/v1/temporal/entities", get(temporal::query))
+        .route(
+            "/ngsi-ld/v1/temporal/entities/{id}",
+            get(temporal::retrieve).delete(entities::delete),
+        )
+        .route(
+            "/ngsi-ld/v1/temporal/entityOperations/query",
+            post(temporal::post_query),
         )
         .route("/ngsi-ld/v1/types", get(discovery::types))
         .route("/ngsi-ld/v1/types/{type}", get(discovery::type_info))

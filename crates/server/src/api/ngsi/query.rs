@@ -14,7 +14,8 @@ use super::{MAX_PATTERN_BYTES, Rendered, Rendering, entity_id, geo_query, linked
 use crate::api::{ApiError, AppState, JsonBody, Params};
 use crate::audit;
 use crate::security::Caller;
-use crate::twin::Candidates;
+use crate::tenants::Tenant;
+use crate::twin::{Candidates, Page};
 
 /// Most entity selectors in one `POST /entityOperations/query`.
 const MAX_SELECTORS: usize = 100;
@@ -40,10 +41,10 @@ impl Selector {
 }
 
 /// An entity query: selectors (any may match), then the filters (all must).
-struct EntityQuery {
+pub(super) struct EntityQuery {
     selectors: Vec<Selector>,
     /// Entities must have one of these attributes (`attrs`).
-    attrs: Option<Vec<String>>,
+    pub(super) attrs: Option<Vec<String>>,
     q: Option<Query>,
     scope_q: Option<ScopeQuery>,
     geo: Option<GeoQuery>,
@@ -79,7 +80,7 @@ fn types(expr: &str) -> Result<Vec<String>, ApiError> {
 }
 
 impl EntityQuery {
-    fn from_params(p: &Params, attrs: Option<Vec<String>>) -> Result<Self, ApiError> {
+    pub(super) fn from_params(p: &Params, attrs: Option<Vec<String>>) -> Result<Self, ApiError> {
         if p.get("csf").is_some() {
             return Err(ApiError::OperationNotSupported(
                 "'csf' (context source filter) is not supported".into(),
@@ -111,7 +112,7 @@ impl EntityQuery {
     }
 
     /// The body of `POST /entityOperations/query` (the `Query` data type, 5.2.23).
-    fn from_body(body: &Value, attrs_param: Option<Vec<String>>) -> Result<Self, ApiError> {
+    pub(super) fn from_body(body: &Value, attrs_param: Option<Vec<String>>) -> Result<Self, ApiError> {
         let obj = body
             .as_object()
             .ok_or_else(|| ApiError::BadRequestData("the body must be a Query object".into()))?;
@@ -122,7 +123,7 @@ impl EntityQuery {
                 "the body's type must be \"Query\", not {t}"
             )));
         }
-        for unsupported in ["temporalQ", "csf"] {
+        for unsupported in ["csf"] {
             if obj.contains_key(unsupported) {
                 return Err(ApiError::OperationNotSupported(format!(
                     "'{unsupported}' is not supported in an entity query"
@@ -261,14 +262,14 @@ fn geo_from_body(g: &Value) -> Result<GeoQuery, ApiError> {
 }
 
 /// `limit`, `offset` and `count`, bounded by the configuration.
-struct Paging {
-    limit: usize,
-    offset: usize,
-    count: bool,
+pub(super) struct Paging {
+    pub(super) limit: usize,
+    pub(super) offset: usize,
+    pub(super) count: bool,
 }
 
 impl Paging {
-    fn from_params(s: &AppState, p: &Params) -> Result<Self, ApiError> {
+    pub(super) fn from_params(s: &AppState, p: &Params) -> Result<Self, ApiError> {
         let api = &s.config.api;
         let limit = p.usize("limit")?.unwrap_or(api.default_page_size);
         if limit > api.max_page_size {
@@ -316,20 +317,25 @@ pub(super) async fn post(
     caller.check(Action::ReadEntities)?;
     let paging = Paging::from_params(&s, &params)?;
     let mut rendering = Rendering::from_params(&params)?;
+    if body.get("temporalQ").is_some() {
+        return Err(ApiError::OperationNotSupported(
+            "temporalQ belongs to /ngsi-ld/v1/temporal/entityOperations/query".into(),
+        ));
+    }
     let query = EntityQuery::from_body(&body, rendering.attrs.take())?;
     rendering.attrs.clone_from(&query.attrs);
     run(&s, &caller, &headers, &query, &paging, &rendering).await
 }
 
-async fn run(
+/// The page of entities a query selects in a tenant, what the caller may
+/// see only, personal-data reads audited.
+pub(super) async fn select(
     s: &AppState,
     caller: &Caller,
-    headers: &HeaderMap,
+    tenant: &Tenant,
     query: &EntityQuery,
     paging: &Paging,
-    rendering: &Rendering,
-) -> Result<Response, ApiError> {
-    let tenant = s.tenants.for_read(headers).await?;
+) -> Result<Page, ApiError> {
     // Out-of-sight entities are filtered before paging and counting; sight
     // is checked last, so only entities the query matches pay for it.
     let sees_all = s.security.sees_everything(caller);
@@ -364,6 +370,19 @@ async fn run(
             })
             .await?;
     }
+    Ok(page)
+}
+
+async fn run(
+    s: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    query: &EntityQuery,
+    paging: &Paging,
+    rendering: &Rendering,
+) -> Result<Response, ApiError> {
+    let tenant = s.tenants.for_read(headers).await?;
+    let page = select(s, caller, &tenant, query, paging).await?;
     let body: Vec<Rendered<'_>> = page.entities.iter().map(|e| rendering.render(e)).collect();
     let mut headers = HeaderMap::new();
     if let Some(total) = page.total {

@@ -1,0 +1,227 @@
+//! The temporal API (5.7.3–5.7.4, 6.18–6.22): entities' history as
+//! instances, simplified values or aggregates per period, read from the
+//! store (every HTTP write and MQTT reading is an instance), bounded and
+//! paged with 206 + `Content-Range`.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use serde_json::Value;
+use vigie_core::entity::format_timestamp;
+use vigie_core::ngsi::temporal::{
+    TemporalError, TemporalParams, TemporalQuery, TemporalRepresentation, TimeProperty, render_aggregated,
+    render_instances,
+};
+use vigie_core::{Action, Entity};
+use vigie_store::{HistorySelection, Truncation};
+
+use super::query::{EntityQuery, Paging, select};
+use super::{entity_id, linked_json, not_found};
+use crate::api::{ApiError, AppState, JsonBody, Params};
+use crate::security::Caller;
+use crate::tenants::Tenant;
+
+fn temporal_error(e: TemporalError) -> ApiError {
+    match e {
+        TemporalError::TooManyPeriods { .. } => ApiError::TooComplexQuery(e.to_string()),
+        TemporalError::Invalid { .. } => ApiError::BadRequestData(e.to_string()),
+    }
+}
+
+fn temporal_query<'a>(lookup: impl Fn(&str) -> Option<&'a str>) -> Result<TemporalQuery, ApiError> {
+    let q = TemporalQuery::parse(&TemporalParams::from_lookup(lookup)).map_err(temporal_error)?;
+    if q.time_property != TimeProperty::ObservedAt {
+        return Err(ApiError::OperationNotSupported(
+            "history is kept by observedAt only: timeproperty createdAt and modifiedAt are not supported".into(),
+        ));
+    }
+    Ok(q)
+}
+
+/// The temporal representation of `entities`, and where the page was cut.
+async fn history(
+    s: &AppState,
+    tenant: &Tenant,
+    entities: &[std::sync::Arc<Entity>],
+    attrs: Option<Vec<String>>,
+    q: &TemporalQuery,
+) -> Result<(Vec<Value>, Option<Truncation>), ApiError> {
+    if entities.is_empty() {
+        return Ok((Vec::new(), None));
+    }
+    let (from, to) = q.bounds();
+    let selection = HistorySelection {
+        entity_ids: entities.iter().map(|e| e.id.clone()).collect(),
+        attributes: attrs,
+        from,
+        to,
+    };
+    let store = &tenant.store;
+    let internal = |e: vigie_store::StoreError| ApiError::Internal(e.to_string());
+    let by_id = |id: &vigie_core::EntityId| entities.iter().find(|e| &e.id == id);
+    match &q.representation {
+        TemporalRepresentation::Aggregated(aggregation) => {
+            let extent = if q.needs_extent() {
+                store.history_extent(&selection).await.map_err(internal)?
+            } else {
+                None
+            };
+            let periods = q.periods(extent).map_err(temporal_error)?;
+            let aggregates = store
+                .history_aggregate(&selection, &periods, &aggregation.methods)
+                .await
+                .map_err(internal)?;
+            let out = entities
+                .iter()
+                .map(|e| {
+                    let attributes = aggregates
+                        .iter()
+                        .find(|a| a.entity_id == e.id)
+                        .map(|a| a.attributes.as_slice())
+                        .unwrap_or_default();
+                    render_aggregated(e, attributes, &periods, &aggregation.methods, q.last_n)
+                })
+                .collect();
+            Ok((out, None))
+        }
+        representation => {
+            let values = *representation == TemporalRepresentation::TemporalValues;
+            let range = store
+                .history_range(&selection, q.last_n, s.config.api.max_page_size.max(1))
+                .await
+                .map_err(internal)?;
+            let mut out = Vec::with_capacity(entities.len());
+            for e in entities {
+                let attributes = range
+                    .entities
+                    .iter()
+                    .find(|h| h.entity_id == e.id)
+                    .map(|h| h.attributes.as_slice())
+                    .unwrap_or_default();
+                if by_id(&e.id).is_some() {
+                    out.push(render_instances(e, attributes, values));
+                }
+            }
+            Ok((out, range.truncation))
+        }
+    }
+}
+
+/// 200, or 206 with `Content-Range` when instances were left out (6.3.10).
+fn answer(body: Value, truncation: Option<Truncation>, q: &TemporalQuery, mut extra: HeaderMap) -> Response {
+    let Some(cut) = truncation else {
+        return linked_json(StatusCode::OK, body, extra);
+    };
+    let (from, to) = q.bounds();
+    let range = match cut {
+        Truncation::CompleteUntil(t) => format!(
+            "date-time {}-{}/*",
+            from.map(format_timestamp).unwrap_or_default(),
+            format_timestamp(t)
+        ),
+        Truncation::CompleteFrom(t) => format!(
+            "date-time {}-{}/*",
+            format_timestamp(t),
+            to.map(format_timestamp).unwrap_or_default()
+        ),
+    };
+    if let Ok(v) = HeaderValue::from_str(&range) {
+        extra.insert(header::CONTENT_RANGE, v);
+    }
+    linked_json(StatusCode::PARTIAL_CONTENT, body, extra)
+}
+
+pub(super) async fn retrieve(
+    State(s): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    params: Params,
+) -> Result<Response, ApiError> {
+    caller.check(Action::ReadEntities)?;
+    let tenant = s.tenants.for_read(&headers).await?;
+    let id = entity_id(&id)?;
+    let q = temporal_query(|k| params.get(k))?;
+    let entity = tenant
+        .twin
+        .get(id.as_str())
+        .filter(|e| s.security.sees(&caller, e.scope.as_ref()))
+        .ok_or_else(|| not_found(&id))?;
+    let (mut out, cut) = history(&s, &tenant, &[entity], params.list("attrs"), &q).await?;
+    let body = out.pop().unwrap_or(Value::Null);
+    Ok(answer(body, cut, &q, HeaderMap::new()))
+}
+
+pub(super) async fn query(
+    State(s): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    params: Params,
+) -> Result<Response, ApiError> {
+    caller.check(Action::ReadEntities)?;
+    let tenant = s.tenants.for_read(&headers).await?;
+    let q = temporal_query(|k| params.get(k))?;
+    let paging = Paging::from_params(&s, &params)?;
+    let attrs = params.list("attrs");
+    let query = EntityQuery::from_params(&params, attrs.clone())?;
+    run(&s, &caller, &tenant, &query, &paging, attrs, &q).await
+}
+
+/// `POST /temporal/entityOperations/query`: a Query body whose `temporalQ`
+/// holds the time parameters.
+pub(super) async fn post_query(
+    State(s): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    params: Params,
+    JsonBody(mut body): JsonBody,
+) -> Result<Response, ApiError> {
+    caller.check(Action::ReadEntities)?;
+    let tenant = s.tenants.for_read(&headers).await?;
+    let temporal = body
+        .as_object_mut()
+        .and_then(|m| m.remove("temporalQ"))
+        .unwrap_or(Value::Null);
+    let member = |k: &str| -> Option<String> {
+        match temporal.get(k) {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        }
+    };
+    let timerel = member("timerel");
+    let time_at = member("timeAt");
+    let end_time_at = member("endTimeAt");
+    let last_n = member("lastN");
+    let timeproperty = member("timeproperty");
+    let q = temporal_query(|k| match k {
+        "timerel" => timerel.as_deref(),
+        "timeAt" => time_at.as_deref(),
+        "endTimeAt" => end_time_at.as_deref(),
+        "lastN" => last_n.as_deref(),
+        "timeproperty" => timeproperty.as_deref(),
+        other => params.get(other),
+    })?;
+    let paging = Paging::from_params(&s, &params)?;
+    let query = EntityQuery::from_body(&body, params.list("attrs"))?;
+    let attrs = query.attrs.clone();
+    run(&s, &caller, &tenant, &query, &paging, attrs, &q).await
+}
+
+async fn run(
+    s: &AppState,
+    caller: &Caller,
+    tenant: &Tenant,
+    query: &EntityQuery,
+    paging: &Paging,
+    attrs: Option<Vec<String>>,
+    q: &TemporalQuery,
+) -> Result<Response, ApiError> {
+    let page = select(s, caller, tenant, query, paging).await?;
+    let (out, cut) = history(s, tenant, &page.entities, attrs, q).await?;
+    let mut extra = HeaderMap::new();
+    if let Some(total) = page.total {
+        extra.insert("NGSILD-Results-Count", HeaderValue::from(total));
+    }
+    Ok(answer(Value::Array(out), cut, q, extra))
+}
