@@ -143,7 +143,8 @@ async fn merge_entity() {
         None,
     )
     .await;
-    assert_eq!((a.status, a.problem()), (400, "BadRequestData"));
+    // Merging another type would make the entity multi-typed, which Vigie does not hold.
+    assert_eq!((a.status, a.problem()), (422, "OperationNotSupported"));
     let a = call(
         &s,
         Method::PATCH,
@@ -216,19 +217,25 @@ async fn attribute_operations() {
     )
     .await;
     assert_eq!((a.status, a.problem()), (404, "ResourceNotFound"));
+    let bad = json!({"type": "Relationship", "object": "not a uri"});
+    let a = call(&s, Method::PUT, &attr("powerConsumption"), Some(bad), None).await;
+    assert_eq!(
+        (a.status, a.problem()),
+        (400, "BadRequestData"),
+        "a Relationship points to a URI"
+    );
+    // Concise (v1.6+): the type is inferred.
     let a = call(
         &s,
         Method::PUT,
         &attr("powerConsumption"),
-        Some(json!({"value": 1})),
+        Some(json!({"value": 2})),
         None,
     )
     .await;
-    assert_eq!(
-        (a.status, a.problem()),
-        (400, "BadRequestData"),
-        "a replacement needs its type"
-    );
+    assert_eq!(a.status, 204);
+    let e = get(&s, &entity_path(LIGHT)).await.body;
+    assert_eq!(e["powerConsumption"], json!({"type": "Property", "value": 2}));
 
     let a = call(&s, Method::DELETE, &attr("powerConsumption"), None, None).await;
     assert_eq!(a.status, 204);
@@ -692,7 +699,7 @@ async fn hosted_contexts() {
         .status,
         204
     );
-    let core = "ngsi-ld-core-context-v1.8.jsonld";
+    let core = "https%3A%2F%2Furi.etsi.org%2Fngsi-ld%2Fv1%2Fngsi-ld-core-context-v1.8.jsonld";
     assert_eq!(
         call(
             &s,
@@ -713,5 +720,40 @@ async fn hosted_contexts() {
         None,
     )
     .await;
+    assert_eq!(bad.problem(), "BadRequestData");
+}
+
+// 4.5.x representations: concise output and input, lang on LanguageProperty.
+#[tokio::test]
+async fn concise_and_language_representations() {
+    let s = TestServer::http_only().await;
+    // Concise input: bare values are Properties, "object" a Relationship.
+    let concise = json!({
+        "id": LIGHT, "type": "Streetlight",
+        "powerState": "on",
+        "refCabinet": {"object": "urn:ngsi-ld:Cabinet:1"},
+        "name": {"languageMap": {"fr": "Lampadaire", "en": "Street light"}},
+    });
+    let a = call(&s, Method::POST, "/ngsi-ld/v1/entities", Some(concise), None).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let e = get(&s, &entity_path(LIGHT)).await.body;
+    assert_eq!(e["powerState"], json!({"type": "Property", "value": "on"}));
+    assert_eq!(e["refCabinet"]["type"], "Relationship");
+    assert_eq!(e["name"]["type"], "LanguageProperty");
+
+    let c = get(&s, &format!("{}?options=concise", entity_path(LIGHT))).await.body;
+    assert!(c["refCabinet"].get("type").is_none(), "{c}");
+    assert_eq!(c["refCabinet"]["object"], "urn:ngsi-ld:Cabinet:1");
+
+    let fr = get(&s, &format!("{}?lang=fr", entity_path(LIGHT))).await.body;
+    assert_eq!(
+        fr["name"],
+        json!({"type": "Property", "value": "Lampadaire", "lang": "fr"})
+    );
+    let kv = get(&s, &format!("{}?lang=en&options=keyValues", entity_path(LIGHT)))
+        .await
+        .body;
+    assert_eq!(kv["name"], "Street light");
+    let bad = get(&s, &format!("{}?format=fancy", entity_path(LIGHT))).await;
     assert_eq!(bad.problem(), "BadRequestData");
 }

@@ -139,6 +139,7 @@ impl From<WriteError> for ApiError {
             WriteError::AlreadyExists(_) => Self::AlreadyExists(e.to_string()),
             WriteError::AttributeNotFound { .. } => Self::NotFound(e.to_string()),
             WriteError::Invalid(_) => Self::BadRequestData(e.to_string()),
+            WriteError::NotSupported(_) => Self::OperationNotSupported(e.to_string()),
             WriteError::Unavailable(_) => Self::Unavailable(e.to_string()),
         }
     }

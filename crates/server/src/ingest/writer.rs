@@ -1,13 +1,13 @@
 //! The single writer: drains the ingest queue in batches, computes each item's
 //! effect on the twin, commits the batch to the store, then publishes it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use vigie_core::{Attribute, Device, Entity, EntityId, Observation, Timestamp};
+use vigie_core::{Device, Entity, EntityId, Observation, Timestamp};
 use vigie_store::{DeadLetter, HistoryPoint, Store, WriteBatch};
 
 use crate::metrics::{Metrics, inc};
@@ -86,17 +86,6 @@ pub enum WriteOp {
         kind: BatchKind,
         entities: Vec<Entity>,
     },
-    /// Adds attributes (replacing existing ones unless `overwrite` is false).
-    Append {
-        id: EntityId,
-        attributes: BTreeMap<String, Attribute>,
-        overwrite: bool,
-    },
-    /// Replaces existing attributes only.
-    Update {
-        id: EntityId,
-        attributes: BTreeMap<String, Attribute>,
-    },
     Delete(EntityId),
     /// Deletes several entities; each missing one is reported.
     BatchDelete(Vec<EntityId>),
@@ -112,8 +101,6 @@ impl std::fmt::Debug for WriteOp {
         match self {
             Self::Create(e) => f.debug_tuple("Create").field(&e.id).finish(),
             Self::Batch { kind, entities } => write!(f, "Batch({kind:?}, {} entities)", entities.len()),
-            Self::Append { id, .. } => f.debug_tuple("Append").field(id).finish(),
-            Self::Update { id, .. } => f.debug_tuple("Update").field(id).finish(),
             Self::Delete(id) => f.debug_tuple("Delete").field(id).finish(),
             Self::BatchDelete(ids) => write!(f, "BatchDelete({} entities)", ids.len()),
             Self::Edit { id, .. } => f.debug_tuple("Edit").field(id).finish(),
@@ -140,8 +127,11 @@ pub enum WriteError {
     NotFound(EntityId),
     #[error("entity {0} already exists")]
     AlreadyExists(EntityId),
-    #[error("entity {id} has no attribute '{attribute}'")]
+    #[error("entity {id}: {attribute}")]
     AttributeNotFound { id: EntityId, attribute: String },
+    /// Valid NGSI-LD that Vigie's model cannot hold.
+    #[error("{0}")]
+    NotSupported(String),
     /// The change does not fit the entity (e.g. a merge fragment that does not apply).
     #[error("{0}")]
     Invalid(String),
@@ -454,7 +444,7 @@ fn apply_write(
                         }
                         (BatchKind::Merge, Some(old)) => {
                             let mut merged = Entity::clone(&old);
-                            merge(&mut merged, e)
+                            merge(&mut merged, &e)
                                 .and_then(|edited| commit_edit(ws, merged, edited, now, history))
                                 .map(|_| false)
                         }
@@ -463,41 +453,6 @@ fn apply_write(
                 })
                 .collect();
             Ok(WriteOutcome::Batch(results))
-        }
-        WriteOp::Append {
-            id,
-            attributes,
-            overwrite,
-        } => {
-            let old = ws.get(&id).ok_or(WriteError::NotFound(id))?;
-            let mut e = Entity::clone(&old);
-            let mut updated = Vec::new();
-            let mut not_updated = Vec::new();
-            for (name, attr) in attributes {
-                if !overwrite && e.attributes.contains_key(&name) {
-                    not_updated.push((name, "the attribute exists and noOverwrite was asked".to_owned()));
-                } else {
-                    e.attributes.insert(name.clone(), attr);
-                    updated.push(name);
-                }
-            }
-            commit_edit(ws, e, Edited { updated, not_updated }, now, history)
-        }
-        WriteOp::Update { id, attributes } => {
-            let old = ws.get(&id).ok_or(WriteError::NotFound(id))?;
-            let mut e = Entity::clone(&old);
-            let mut updated = Vec::new();
-            let mut not_updated = Vec::new();
-            for (name, attr) in attributes {
-                match e.attributes.get_mut(&name) {
-                    Some(slot) => {
-                        *slot = attr;
-                        updated.push(name);
-                    }
-                    None => not_updated.push((name, "the entity has no such attribute".to_owned())),
-                }
-            }
-            commit_edit(ws, e, Edited { updated, not_updated }, now, history)
         }
         WriteOp::Delete(id) => {
             ws.get(&id).ok_or_else(|| WriteError::NotFound(id.clone()))?;
@@ -554,49 +509,38 @@ fn update_entity(
     commit_edit(ws, e, edited, now, history)
 }
 
-/// NGSI-LD merge (5.6.17): each attribute of the fragment replaces the
-/// existing one's value and metadata, keeping the sub-attributes it does not
-/// name; the value `urn:ngsi-ld:null` deletes the attribute.
-pub fn merge(e: &mut Entity, fragment: Entity) -> Result<Edited, WriteError> {
-    let mut edited = Edited::default();
-    for (name, attr) in fragment.attributes {
-        if attr.value.as_str() == Some(NULL_MARKER) {
-            if e.attributes.remove(&name).is_some() {
-                edited.updated.push(name);
-            }
-            continue;
-        }
-        match e.attributes.get_mut(&name) {
-            Some(existing) if existing.kind == attr.kind => {
-                existing.value = attr.value;
-                if attr.observed_at.is_some() {
-                    existing.observed_at = attr.observed_at;
-                }
-                if attr.unit_code.is_some() {
-                    existing.unit_code = attr.unit_code;
-                }
-                for (k, v) in attr.extra {
-                    if v.as_str() == Some(NULL_MARKER) || v.get("value").and_then(|v| v.as_str()) == Some(NULL_MARKER) {
-                        existing.extra.remove(&k);
-                    } else {
-                        existing.extra.insert(k, v);
-                    }
-                }
-            }
-            _ => {
-                e.attributes.insert(name.clone(), attr);
-            }
-        }
-        edited.updated.push(name);
-    }
-    if fragment.scope.is_some() {
-        e.scope = fragment.scope;
-    }
-    Ok(edited)
+/// NGSI-LD merge (5.6.17) of a batch item into an entity.
+fn merge(e: &mut Entity, fragment: &Entity) -> Result<Edited, WriteError> {
+    let changes = vigie_core::ngsi::merge_entity(e, &fragment.to_normalized(false), &Default::default())
+        .map_err(|err| WriteError::from_update(&e.id, err))?;
+    Ok(changes.into())
 }
 
-/// The value that deletes what it is merged into.
-pub const NULL_MARKER: &str = "urn:ngsi-ld:null";
+impl From<vigie_core::ngsi::Changes> for Edited {
+    fn from(c: vigie_core::ngsi::Changes) -> Self {
+        let mut updated = c.updated;
+        updated.extend(c.deleted);
+        Self {
+            updated,
+            not_updated: Vec::new(),
+        }
+    }
+}
+
+impl WriteError {
+    /// A core update rule's refusal, for the entity `id`.
+    pub fn from_update(id: &EntityId, e: vigie_core::ngsi::UpdateError) -> Self {
+        use vigie_core::ngsi::UpdateError;
+        match e {
+            UpdateError::NoSuchAttribute { .. } => Self::AttributeNotFound {
+                id: id.clone(),
+                attribute: e.to_string(),
+            },
+            UpdateError::BadData(_) => Self::Invalid(e.to_string()),
+            UpdateError::NotSupported(_) => Self::NotSupported(e.to_string()),
+        }
+    }
+}
 
 fn create(
     ws: &mut WorkingSet<'_>,

@@ -336,6 +336,8 @@ impl Worker {
 pub(super) struct Sender {
     http: Arc<HttpClient>,
     mqtt: tokio::sync::Mutex<HashMap<String, Arc<MqttLink>>>,
+    /// Numbers each broker connection's client id.
+    links_made: std::sync::atomic::AtomicU64,
 }
 
 impl Sender {
@@ -343,6 +345,7 @@ impl Sender {
         Self {
             http,
             mqtt: tokio::sync::Mutex::new(HashMap::new()),
+            links_made: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -402,7 +405,8 @@ impl Sender {
         if let Some(link) = links.get(&key) {
             return Ok(Arc::clone(link));
         }
-        let link = Arc::new(MqttLink::connect(target));
+        let n = self.links_made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let link = Arc::new(MqttLink::connect(target, n));
         links.insert(key, Arc::clone(&link));
         Ok(link)
     }
@@ -422,8 +426,9 @@ struct MqttLink {
 }
 
 impl MqttLink {
-    fn connect(t: &MqttTarget) -> Self {
-        let client_id = format!("vigie-notifier-{}", std::process::id());
+    fn connect(t: &MqttTarget, n: u64) -> Self {
+        // One id per connection: two with the same id would take turns disconnecting each other.
+        let client_id = format!("vigie-notifier-{}-{n}", std::process::id());
         let mut options = rumqttc::MqttOptions::new(client_id, t.host.clone(), t.port);
         options.set_keep_alive(Duration::from_secs(30));
         if let Some(user) = &t.username {
@@ -464,6 +469,10 @@ impl MqttLink {
             _ => rumqttc::QoS::ExactlyOnce,
         };
         let mut acks = self.acks.lock().await;
+        // A late acknowledgement of an earlier, timed-out publish is not this one's.
+        while let Ok(stale) = acks.try_recv() {
+            stale?;
+        }
         self.client
             .publish(topic, qos, false, payload)
             .await

@@ -44,7 +44,7 @@ fn find(s: &AppState, id: &str) -> Option<(String, Origin, std::sync::Arc<Value>
     s.contexts
         .list()
         .into_iter()
-        .find(|(url, _, _)| url == id || url.rsplit('/').next() == Some(id))
+        .find(|(url, origin, _)| url == id || (*origin == Origin::Hosted && url.rsplit('/').next() == Some(id)))
 }
 
 pub(super) async fn list(State(s): State<AppState>, caller: Caller, params: Params) -> Result<Response, ApiError> {

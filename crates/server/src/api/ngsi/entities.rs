@@ -4,9 +4,10 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use vigie_core::audit::AuditEvent;
-use vigie_core::{Action, Attribute, Entity};
+use vigie_core::ngsi;
+use vigie_core::{Action, Entity};
 
 use super::{
     Rendering, check_writable, entity_and_state, entity_id, linked_json, not_found, parse_attributes, parse_entity,
@@ -14,7 +15,7 @@ use super::{
 };
 use crate::api::{ApiError, AppState, JsonBody, Params};
 use crate::audit;
-use crate::ingest::{Edit, Edited, NULL_MARKER, WriteError, WriteOp};
+use crate::ingest::{Edit, Edited, WriteError, WriteOp};
 use crate::security::Caller;
 
 pub(super) async fn retrieve(
@@ -142,7 +143,7 @@ pub(super) async fn append_attributes(
         Ok(Box::new(move |e: &mut Entity| {
             let mut edited = Edited::default();
             for (name, attr) in attributes {
-                if !overwrite && e.attributes.contains_key(&name) {
+                if !overwrite && e.attributes.instance(&name, attr.dataset_id.as_deref()).is_some() {
                     let why = "the attribute exists and noOverwrite was asked".to_owned();
                     edited.not_updated.push((name, why));
                 } else {
@@ -168,14 +169,14 @@ pub(super) async fn update_attributes(
         Ok(Box::new(move |e: &mut Entity| {
             let mut edited = Edited::default();
             for (name, attr) in attributes {
-                match e.attributes.get_mut(&name) {
+                match e.attributes.instance_mut(&name, attr.dataset_id.as_deref()) {
                     Some(slot) => {
                         *slot = attr;
                         edited.updated.push(name);
                     }
                     None => edited
                         .not_updated
-                        .push((name, "the entity has no such attribute".to_owned())),
+                        .push((name, "the entity has no such attribute (instance)".to_owned())),
                 }
             }
             Ok(edited)
@@ -229,17 +230,10 @@ pub(super) async fn replace(
             )));
         }
         Ok(Box::new(move |e: &mut Entity| {
-            // Touched: what the entity had and what it now has.
-            let mut updated: Vec<String> = e.attributes.keys().chain(new.attributes.keys()).cloned().collect();
-            updated.sort();
-            updated.dedup();
-            e.entity_type = new.entity_type;
-            e.scope = new.scope;
-            e.attributes = new.attributes;
-            Ok(Edited {
-                updated,
-                not_updated: Vec::new(),
-            })
+            let id = e.id.clone();
+            ngsi::replace_entity(e, new)
+                .map(Edited::from)
+                .map_err(|err| WriteError::from_update(&id, err))
         }))
     })
     .await
@@ -251,34 +245,36 @@ pub(super) async fn merge(
     caller: Caller,
     headers: HeaderMap,
     Path(id): Path<String>,
+    params: Params,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
+    let options = ngsi::MergeOptions {
+        observed_at: params
+            .get("observedAt")
+            .map(|t| {
+                t.parse()
+                    .map_err(|_| ApiError::BadRequestData(format!("observedAt '{t}' is not an RFC 3339 time")))
+            })
+            .transpose()?,
+        lang: params.get("lang").map(str::to_owned),
+    };
     edit(&s, &caller, &headers, &id, "entity.merge", |current| {
-        let fragment = fragment(body, current)?;
-        if fragment.entity_type != current.entity_type {
-            return Err(ApiError::BadRequestData(format!(
-                "a merge cannot change the type of {} ({} to {})",
-                current.id, current.entity_type, fragment.entity_type
-            )));
-        }
-        if fragment.scope.is_some() && !caller.sees(fragment.scope.as_ref()) {
+        // Checked here for its scope; merged as sent.
+        let checked = fragment(body.clone(), current)?;
+        if checked.scope.is_some() && !caller.sees(checked.scope.as_ref()) {
             return Err(ApiError::Forbidden(format!(
                 "the new scope of {} is outside the caller's grant",
                 current.id
             )));
         }
-        Ok(Box::new(move |e: &mut Entity| crate::ingest::merge(e, fragment)))
+        Ok(Box::new(move |e: &mut Entity| {
+            let id = e.id.clone();
+            ngsi::merge_entity(e, &body, &options)
+                .map(Edited::from)
+                .map_err(|err| WriteError::from_update(&id, err))
+        }))
     })
     .await
-}
-
-/// The attribute `name` of `e`, or 404.
-fn attribute_mut<'e>(e: &'e mut Entity, name: &str) -> Result<&'e mut Attribute, WriteError> {
-    let id = e.id.clone();
-    e.attributes.get_mut(name).ok_or_else(|| WriteError::AttributeNotFound {
-        id,
-        attribute: name.to_owned(),
-    })
 }
 
 /// PATCH /entities/{id}/attrs/{attr}: the members given replace the
@@ -290,39 +286,15 @@ pub(super) async fn partial_attribute_update(
     Path((id, attr)): Path<(String, String)>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let Value::Object(members) = body else {
-        return Err(ApiError::BadRequestData(
-            "the body must be a JSON object of the attribute's members".into(),
-        ));
-    };
     edit(&s, &caller, &headers, &id, "entity.attribute-update", |_| {
         Ok(Box::new(move |e: &mut Entity| {
-            let slot = attribute_mut(e, &attr)?;
-            let Value::Object(mut merged) = slot.to_normalized() else {
-                return Err(WriteError::Invalid(format!("attribute '{attr}' is not an object")));
-            };
-            overlay(&mut merged, members);
-            *slot = Attribute::from_normalized(&attr, &Value::Object(merged)).map_err(WriteError::Invalid)?;
-            Ok(Edited {
-                updated: vec![attr],
-                not_updated: Vec::new(),
-            })
+            let id = e.id.clone();
+            ngsi::update_attribute(e, &attr, &body)
+                .map(Edited::from)
+                .map_err(|err| WriteError::from_update(&id, err))
         }))
     })
     .await
-}
-
-/// Puts `members` over `target`: the null marker removes a member.
-fn overlay(target: &mut Map<String, Value>, members: Map<String, Value>) {
-    for (k, v) in members {
-        let is_null = v.as_str() == Some(NULL_MARKER)
-            || (k != "value" && v.get("value").and_then(Value::as_str) == Some(NULL_MARKER));
-        if is_null {
-            target.remove(&k);
-        } else {
-            target.insert(k, v);
-        }
-    }
 }
 
 /// PUT /entities/{id}/attrs/{attr}: the attribute, which must exist, is replaced.
@@ -333,14 +305,12 @@ pub(super) async fn replace_attribute(
     Path((id, attr)): Path<(String, String)>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let new = Attribute::from_normalized(&attr, &body).map_err(ApiError::BadRequestData)?;
     edit(&s, &caller, &headers, &id, "entity.attribute-replace", |_| {
         Ok(Box::new(move |e: &mut Entity| {
-            *attribute_mut(e, &attr)? = new;
-            Ok(Edited {
-                updated: vec![attr],
-                not_updated: Vec::new(),
-            })
+            let id = e.id.clone();
+            ngsi::replace_attribute(e, &attr, &body)
+                .map(Edited::from)
+                .map_err(|err| WriteError::from_update(&id, err))
         }))
     })
     .await
@@ -354,22 +324,13 @@ pub(super) async fn delete_attribute(
     Path((id, attr)): Path<(String, String)>,
     params: Params,
 ) -> Result<Response, ApiError> {
-    let dataset = params.get("datasetId").map(str::to_owned);
-    let delete_all = params.get("deleteAll") == Some("true");
+    let target = ngsi::InstanceTarget::from_params(params.get("datasetId"), params.get("deleteAll") == Some("true"));
     edit(&s, &caller, &headers, &id, "entity.attribute-delete", |_| {
         Ok(Box::new(move |e: &mut Entity| {
-            let instance = attribute_mut(e, &attr)?;
-            if !delete_all && instance.dataset_id != dataset {
-                return Err(WriteError::AttributeNotFound {
-                    id: e.id.clone(),
-                    attribute: format!("{attr} (datasetId {})", dataset.as_deref().unwrap_or("default")),
-                });
-            }
-            e.attributes.remove(&attr);
-            Ok(Edited {
-                updated: vec![attr],
-                not_updated: Vec::new(),
-            })
+            let id = e.id.clone();
+            ngsi::delete_attribute(e, &attr, &target)
+                .map(Edited::from)
+                .map_err(|err| WriteError::from_update(&id, err))
         }))
     })
     .await

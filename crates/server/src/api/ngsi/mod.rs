@@ -11,7 +11,6 @@ mod query;
 mod subscriptions;
 mod temporal;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -129,43 +128,63 @@ struct Rendering {
     /// `pick` / `omit`: members kept or removed, nothing more.
     pick: Option<Vec<String>>,
     omit: Option<Vec<String>>,
-    key_values: bool,
+    format: ngsi::Format,
     sys_attrs: bool,
+    lang: Option<ngsi::LanguageFilter>,
 }
 
 impl Rendering {
     fn from_params(p: &Params) -> Result<Self, ApiError> {
-        if let Some(format) = p.get("format")
-            && !matches!(format, "keyValues" | "simplified" | "normalized")
-        {
-            return Err(ApiError::BadRequestData(format!("unknown format '{format}'")));
-        }
+        let format = match p.get("format") {
+            None => None,
+            Some("keyValues" | "simplified") => Some(ngsi::Format::KeyValues),
+            Some("concise") => Some(ngsi::Format::Concise),
+            Some("normalized") => Some(ngsi::Format::Normalized),
+            Some(other) => return Err(ApiError::BadRequestData(format!("unknown format '{other}'"))),
+        };
+        let format = format.unwrap_or(if p.has_option("keyValues") || p.has_option("simplified") {
+            ngsi::Format::KeyValues
+        } else if p.has_option("concise") {
+            ngsi::Format::Concise
+        } else {
+            ngsi::Format::Normalized
+        });
         let (pick, omit) = (p.list("pick"), p.list("omit"));
         if pick.is_some() && omit.is_some() {
             return Err(ApiError::BadRequestData("pick and omit cannot be used together".into()));
         }
-        let key_values = p.has_option("keyValues")
-            || p.has_option("simplified")
-            || matches!(p.get("format"), Some("keyValues" | "simplified"));
+        let lang = p
+            .get("lang")
+            .map(ngsi::LanguageFilter::parse)
+            .transpose()
+            .map_err(|e| ApiError::BadRequestData(format!("lang: {e}")))?;
         Ok(Self {
             attrs: p.list("attrs"),
             pick,
             omit,
-            key_values,
+            format,
             sys_attrs: p.has_option("sysAttrs"),
+            lang,
         })
     }
 
     fn render<'a>(&self, e: &'a Entity) -> Rendered<'a> {
-        let shaped = self.key_values || self.attrs.is_some() || self.pick.is_some() || self.omit.is_some();
-        if !shaped {
+        let plain = self.format == ngsi::Format::Normalized
+            && self.lang.is_none()
+            && self.attrs.is_none()
+            && self.pick.is_none()
+            && self.omit.is_none();
+        if plain {
             return Rendered::Normalized(e.normalized(self.sys_attrs));
         }
-        let mut v = if self.key_values {
-            ngsi::key_values(e)
-        } else {
-            e.to_normalized(self.sys_attrs)
-        };
+        let mut v = ngsi::render(
+            e,
+            &ngsi::RenderOptions {
+                format: self.format,
+                sys_attrs: self.sys_attrs,
+                lang: self.lang.clone(),
+            },
+        );
         if let (Some(attrs), Value::Object(m)) = (&self.attrs, &mut v) {
             m.retain(|k, _| matches!(k.as_str(), "id" | "type" | "scope") || attrs.iter().any(|a| a == k));
         }
@@ -262,19 +281,25 @@ async fn check_writable(
     }
 }
 
+/// An entity in normalized, concise or keyValues form (5.5.x).
 fn parse_entity(v: &Value) -> Result<Entity, ApiError> {
-    Entity::from_normalized(v).map_err(ApiError::BadRequestData)
+    ngsi::entity_from_concise(v).map_err(ApiError::BadRequestData)
 }
 
-fn parse_attributes(v: &Value) -> Result<BTreeMap<String, Attribute>, ApiError> {
+/// A body of attributes, in any form, each name with its instances.
+fn parse_attributes(v: &Value) -> Result<Vec<(String, Attribute)>, ApiError> {
     let obj = v
         .as_object()
         .ok_or_else(|| ApiError::BadRequestData("the body must be a JSON object of attributes".into()))?;
-    obj.iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "@context" | "id" | "type"))
-        .map(|(k, v)| Attribute::from_normalized(k, v).map(|a| (k.clone(), a)))
-        .collect::<Result<_, _>>()
-        .map_err(ApiError::BadRequestData)
+    let mut out = Vec::with_capacity(obj.len());
+    for (name, value) in obj {
+        if matches!(name.as_str(), "@context" | "id" | "type") {
+            continue;
+        }
+        let instances = ngsi::attribute_from_concise(name, value).map_err(ApiError::BadRequestData)?;
+        out.extend(instances.into_iter().map(|a| (name.clone(), a)));
+    }
+    Ok(out)
 }
 
 fn partial_or_done(outcome: WriteOutcome) -> Response {

@@ -6,6 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
+use vigie_core::ngsi::subscription::Target;
 use vigie_core::ngsi::{Subscription, SubscriptionError};
 use vigie_core::{Action, EntityId, Timestamp};
 use vigie_store::SubscriptionRecord;
@@ -22,6 +23,16 @@ const MAX_SUBSCRIPTIONS: usize = 10_000;
 
 fn invalid(e: SubscriptionError) -> ApiError {
     ApiError::BadRequestData(e.to_string())
+}
+
+/// What the delivery cannot do yet is refused up front, not retried forever.
+fn deliverable(sub: &Subscription) -> Result<(), ApiError> {
+    match sub.endpoint().target() {
+        Target::Mqtt(t) if t.tls => Err(ApiError::OperationNotSupported(
+            "mqtts:// notification endpoints are not supported yet; use mqtt:// or https://".into(),
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn owned_by(caller: &Caller, s: &AppState, record: &SubscriptionRecord) -> bool {
@@ -55,7 +66,8 @@ pub(super) async fn create(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     caller.check(Action::ReadEntities)?;
-    let tenant = s.tenants.for_write(&headers).await?;
+    // Subscribing reads: it does not create a tenant.
+    let tenant = s.tenants.for_read(&headers).await?;
     if tenant.subscriptions.len() >= MAX_SUBSCRIPTIONS {
         return Err(ApiError::Forbidden(format!(
             "this tenant already holds {MAX_SUBSCRIPTIONS} subscriptions"
@@ -65,6 +77,7 @@ pub(super) async fn create(
     let generated = EntityId::new(format!("urn:ngsi-ld:Subscription:{}", now.as_nanosecond()))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let subscription = Subscription::create(&body, generated, now).map_err(invalid)?;
+    deliverable(&subscription)?;
     let id = subscription.id().to_string();
     if tenant.subscriptions.get(&id).is_some() {
         return Err(ApiError::AlreadyExists(format!("subscription {id} already exists")));
@@ -147,6 +160,7 @@ pub(super) async fn update(
     let record = visible(&s, &caller, &tenant, &id)?;
     let now = Timestamp::now();
     let subscription = record.subscription.update(&fragment, now).map_err(invalid)?;
+    deliverable(&subscription)?;
     let after = subscription.to_json(now, true);
     tenant
         .subscriptions
