@@ -6,6 +6,7 @@
 
 mod auth;
 mod ingest;
+mod ngsi;
 mod reads;
 
 use std::fmt::Write as _;
@@ -49,6 +50,8 @@ enum Scenario {
     Reads,
     Query,
     Auth,
+    /// The NGSI-LD broker: PATCH, q, temporal aggregation, notifications.
+    Ngsi,
 }
 
 /// A figure for the report: what, the measured value, and the target if any.
@@ -122,6 +125,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         auth::cost(&args, &data, &mut report).await?;
         auth::logins(&data, &mut report).await?;
     }
+    if wants(Scenario::Ngsi) {
+        ngsi::run(&args, &data, &mut report).await?;
+    }
     println!("\n{}", report.markdown(&machine));
     Ok(())
 }
@@ -158,6 +164,12 @@ async fn start_vigie_with(data: &Path, name: &str, tweak: impl FnOnce(&mut Confi
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
     }
+    reopen_vigie_with(data, name, tweak).await
+}
+
+/// A Vigie on the store a previous run left under `data/name` (a restart).
+async fn reopen_vigie_with(data: &Path, name: &str, tweak: impl FnOnce(&mut Config)) -> anyhow::Result<Running> {
+    let dir = data.join(name);
     // VIGIE_* environment overrides apply, so settings can be compared.
     let mut config = Config::load(None, std::env::vars())?;
     config.store.url = format!("sqlite://{}", dir.join("vigie.db").display());

@@ -1,0 +1,395 @@
+//! The NGSI-LD broker's figures (issue 4), through the real server over
+//! HTTP, load generator in the same process: single-attribute PATCH
+//! throughput, a `q` query by type over 100,000 entities, temporal
+//! aggregation over 100,000 points of one entity and over 1,000 entities ×
+//! 1,000 points, and notification latency at 10,000 updates/s with 100
+//! subscriptions, with one endpoint down and across a restart.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Value, json};
+use vigie_core::{Attribute, Entity, EntityId, Scope, Timestamp};
+use vigie_store::{HistoryPoint, WriteBatch};
+
+use super::{BenchArgs, Report, authorized_client, quantile, reopen_vigie_with, start_vigie, thousands};
+
+fn light(n: usize, off: bool) -> anyhow::Result<Entity> {
+    let id = EntityId::conventional("Streetlight", "dijon", &format!("{n:07}"))?;
+    let scope = Scope::from_ngsi("/dijon/lighting")?;
+    let lon = 5.0 + (n % 1000) as f64 * 1e-4;
+    let lat = 47.3 + (n / 1000) as f64 * 1e-4;
+    Ok(Entity::new(id, "Streetlight", Some(scope))
+        .with("location", Attribute::point(lon, lat))
+        .with("powerState", Attribute::property(if off { "off" } else { "on" }))
+        .with("powerConsumption", Attribute::property(38.5).with_unit("WTT"))
+        .with("sentAt", Attribute::property(0)))
+}
+
+async fn load_lights(running: &vigie_server::Running, n: usize) -> anyhow::Result<()> {
+    for first in (0..n).step_by(5_000) {
+        let chunk = (first..(first + 5_000).min(n))
+            .map(|i| light(i, i % 100 == 0))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        running.upsert(chunk).await?;
+    }
+    Ok(())
+}
+
+pub async fn run(args: &BenchArgs, data: &Path, report: &mut Report) -> anyhow::Result<()> {
+    patches(args, data, report).await?;
+    query(data, report).await?;
+    temporal(data, report).await?;
+    notifications(data, report).await?;
+    Ok(())
+}
+
+/// `PATCH /entities/{id}/attrs/powerConsumption` from `args.connections` connections.
+async fn patches(args: &BenchArgs, data: &Path, report: &mut Report) -> anyhow::Result<()> {
+    println!("\n[ngsi] single-attribute PATCH…");
+    let running = start_vigie(data, "ngsi-patch").await?;
+    let lights = 10_000;
+    load_lights(&running, lights).await?;
+    let client = authorized_client(&running, args.connections, None).await?;
+    let base = format!("http://{}/ngsi-ld/v1/entities", running.http_addr);
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for c in 0..args.connections.max(1) {
+        let (client, base, done, failed, stop) = (
+            client.clone(),
+            base.clone(),
+            Arc::clone(&done),
+            Arc::clone(&failed),
+            Arc::clone(&stop),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut n = c * 7_919;
+            while !stop.load(Ordering::Relaxed) {
+                n = (n + 104_729) % lights;
+                let url = format!("{base}/urn:ngsi-ld:Streetlight:dijon:{n:07}/attrs/powerConsumption");
+                let ok = matches!(
+                    client.patch(&url).json(&json!({"value": (n % 70) as f64})).send().await,
+                    Ok(r) if r.status().as_u16() == 204
+                );
+                if ok { &done } else { &failed }.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut per_second = Vec::new();
+    let mut last = done.load(Ordering::Relaxed);
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = done.load(Ordering::Relaxed);
+        per_second.push((now - last) as f64);
+        last = now;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    per_second.sort_by(f64::total_cmp);
+    report.add(
+        format!(
+            "Single-attribute PATCH, {} connections, median of 1 s samples",
+            args.connections
+        ),
+        format!("{} /s", thousands(quantile(&per_second, 0.5))),
+        "≥ 20,000 /s",
+    );
+    let failures = failed.load(Ordering::Relaxed);
+    if failures > 0 {
+        report.note(format!("PATCH: {failures} requests failed"));
+    }
+    running.shutdown().await;
+    Ok(())
+}
+
+/// p50 / p95 of `requests` sequential GETs.
+async fn timed(client: &reqwest::Client, url: &str, requests: usize) -> anyhow::Result<(f64, f64)> {
+    let mut ms = Vec::with_capacity(requests);
+    for _ in 0..requests {
+        let started = Instant::now();
+        let res = client.get(url).send().await?;
+        let status = res.status();
+        let body = res.bytes().await?;
+        ms.push(started.elapsed().as_secs_f64() * 1e3);
+        anyhow::ensure!(
+            status.is_success(),
+            "{url} answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    ms.sort_by(f64::total_cmp);
+    Ok((quantile(&ms, 0.5), quantile(&ms, 0.95)))
+}
+
+async fn query(data: &Path, report: &mut Report) -> anyhow::Result<()> {
+    println!("\n[ngsi] q over 100,000 entities…");
+    let running = start_vigie(data, "ngsi-query").await?;
+    load_lights(&running, 100_000).await?;
+    let client = authorized_client(&running, 1, None).await?;
+    let base = format!("http://{}/ngsi-ld/v1/entities", running.http_addr);
+    let page = format!("{base}?type=Streetlight&q=powerState==%22off%22&limit=100");
+    timed(&client, &page, 20).await?;
+    let (p50, p95) = timed(&client, &page, 300).await?;
+    report.add(
+        "type=Streetlight&q=powerState==\"off\" over 100,000 (1 % match, page of 100), p50 / p95",
+        format!("{p50:.2} / {p95:.2} ms"),
+        "p95 < 20 ms",
+    );
+    let counted = format!("{page}&count=true");
+    let (p50, p95) = timed(&client, &counted, 100).await?;
+    report.add(
+        "the same with count=true (every entity examined), p50 / p95",
+        format!("{p50:.2} / {p95:.2} ms"),
+        "p95 < 20 ms",
+    );
+    running.shutdown().await;
+    Ok(())
+}
+
+/// Writes `points` hourly-spread readings of `powerConsumption` per entity
+/// straight to the store (history of a year of telemetry, loaded fast).
+async fn history(running: &vigie_server::Running, ids: &[EntityId], points: usize) -> anyhow::Result<()> {
+    let start: Timestamp = "2026-01-01T00:00:00Z".parse()?;
+    let mut batch = Vec::with_capacity(50_000);
+    for id in ids {
+        for i in 0..points {
+            batch.push(HistoryPoint {
+                entity_id: id.clone(),
+                attribute: "powerConsumption".into(),
+                observed_at: start + jiff::SignedDuration::from_secs(36 * i as i64),
+                value: json!(20.0 + (i % 50) as f64),
+                unit_code: None,
+            });
+            if batch.len() == 50_000 {
+                running
+                    .store
+                    .write(&WriteBatch {
+                        history: std::mem::take(&mut batch),
+                        ..Default::default()
+                    })
+                    .await?;
+            }
+        }
+    }
+    running
+        .store
+        .write(&WriteBatch {
+            history: batch,
+            ..Default::default()
+        })
+        .await?;
+    Ok(())
+}
+
+async fn temporal(data: &Path, report: &mut Report) -> anyhow::Result<()> {
+    println!("\n[ngsi] temporal aggregation…");
+    let running = start_vigie(data, "ngsi-temporal").await?;
+    let meters: Vec<Entity> = (0..1_001)
+        .map(|n| {
+            let id = EntityId::conventional("EnergyMeter", "dijon", &format!("{n:05}"))?;
+            let kind = if n == 0 { "OneMeter" } else { "EnergyMeter" };
+            Ok(Entity::new(id, kind, None).with("powerConsumption", Attribute::property(0.0)))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let ids: Vec<EntityId> = meters.iter().map(|e| e.id.clone()).collect();
+    running.upsert(meters).await?;
+    history(&running, &ids[..1], 100_000).await?;
+    history(&running, &ids[1..], 1_000).await?;
+    let client = authorized_client(&running, 1, None).await?;
+    let base = format!("http://{}/ngsi-ld/v1/temporal/entities", running.http_addr);
+    let aggregate = "options=aggregatedValues&aggrMethods=avg,min,max&aggrPeriodDuration=PT1H";
+    let one = format!("{base}/{}?{aggregate}", ids[0]);
+    timed(&client, &one, 5).await?;
+    let (p50, p95) = timed(&client, &one, 50).await?;
+    report.add(
+        "Temporal avg,min,max PT1H over 100,000 points of one entity, p50 / p95",
+        format!("{p50:.1} / {p95:.1} ms"),
+        "p95 < 30 ms",
+    );
+    let many = format!("{base}?type=EnergyMeter&limit=1000&{aggregate}");
+    timed(&client, &many, 2).await?;
+    let (p50, p95) = timed(&client, &many, 10).await?;
+    report.add(
+        "Temporal avg,min,max PT1H over 1,000 entities × 1,000 points, p50 / p95",
+        format!("{p50:.0} / {p95:.0} ms"),
+        "",
+    );
+    running.shutdown().await;
+    Ok(())
+}
+
+/// What the notification endpoints received: per entity id, the `sentAt`
+/// values seen, and the latencies measured.
+#[derive(Default)]
+struct Received {
+    latencies_ms: Vec<f64>,
+    seen: HashMap<String, u64>,
+}
+
+type Shared = Arc<Mutex<Received>>;
+
+async fn receive(State(shared): State<Shared>, Json(n): Json<Value>) {
+    let now = Timestamp::now().as_microsecond();
+    let mut r = shared.lock().unwrap_or_else(PoisonError::into_inner);
+    for e in n["data"].as_array().into_iter().flatten() {
+        let (Some(id), Some(sent)) = (e["id"].as_str(), e["sentAt"].as_i64()) else {
+            continue;
+        };
+        r.latencies_ms.push((now - sent) as f64 / 1e3);
+        let entry = r.seen.entry(id.to_owned()).or_insert(0);
+        *entry = (*entry).max(sent as u64);
+    }
+}
+
+async fn endpoint(listener: tokio::net::TcpListener, shared: Shared) {
+    let app = axum::Router::new()
+        .route("/notify", axum::routing::post(receive))
+        .with_state(shared);
+    let _ = axum::serve(listener, app).await;
+}
+
+async fn notifications(data: &Path, report: &mut Report) -> anyhow::Result<()> {
+    println!("\n[ngsi] notifications at 10,000 updates/s with 100 subscriptions…");
+    let running = start_vigie(data, "ngsi-notify").await?;
+    let lights = 10_000;
+    load_lights(&running, lights).await?;
+    let client = authorized_client(&running, 4, None).await?;
+    let api = format!("http://{}/ngsi-ld/v1", running.http_addr);
+
+    let shared: Shared = Arc::default();
+    let live = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let live_url = format!("http://{}/notify", live.local_addr()?);
+    tokio::spawn(endpoint(live, Arc::clone(&shared)));
+    // Subscription 00's endpoint is down for the whole run.
+    let parked = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let down_addr = parked.local_addr()?;
+    drop(parked);
+    for k in 0..100 {
+        let uri = if k == 0 {
+            format!("http://{down_addr}/notify")
+        } else {
+            live_url.clone()
+        };
+        let sub = json!({
+            "type": "Subscription",
+            "entities": [{"type": "Streetlight", "idPattern": format!("{k:02}$")}],
+            "watchedAttributes": ["sentAt"],
+            "notification": {"attributes": ["sentAt"], "format": "keyValues", "endpoint": {"uri": uri}},
+        });
+        let res = client.post(format!("{api}/subscriptions")).json(&sub).send().await?;
+        anyhow::ensure!(res.status().as_u16() == 201, "subscription: {}", res.text().await?);
+    }
+
+    // 10,000 updates/s: every 50 ms, a batch update of 500 lights.
+    let seconds = 10;
+    let per_tick = 500;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let mut next = 0usize;
+    let mut last_sent: HashMap<String, i64> = HashMap::new();
+    let started = Instant::now();
+    for _ in 0..(seconds * 20) {
+        tick.tick().await;
+        let sent = Timestamp::now().as_microsecond() as i64;
+        let batch: Vec<Value> = (0..per_tick)
+            .map(|i| {
+                let n = (next + i) % lights;
+                let id = format!("urn:ngsi-ld:Streetlight:dijon:{n:07}");
+                last_sent.insert(id.clone(), sent);
+                json!({"id": id, "type": "Streetlight", "sentAt": {"type": "Property", "value": sent}})
+            })
+            .collect();
+        next += per_tick;
+        let res = client
+            .post(format!("{api}/entityOperations/update"))
+            .json(&batch)
+            .send()
+            .await?;
+        anyhow::ensure!(res.status().as_u16() == 204, "batch update: {}", res.status());
+    }
+    let offered = (seconds * 20 * per_tick) as f64 / started.elapsed().as_secs_f64();
+    let expected_live = last_sent.keys().filter(|id| !id.ends_with("00")).count();
+    let all_in = super::wait_until(Duration::from_secs(30), || {
+        shared.lock().unwrap_or_else(PoisonError::into_inner).seen.len() >= expected_live
+    })
+    .await;
+    let (mut latencies, seen) = {
+        let r = shared.lock().unwrap_or_else(PoisonError::into_inner);
+        (r.latencies_ms.clone(), r.seen.clone())
+    };
+    latencies.sort_by(f64::total_cmp);
+    let lost = last_sent
+        .iter()
+        .filter(|(id, _)| !id.ends_with("00"))
+        .filter(|(id, sent)| seen.get(*id).copied().unwrap_or(0) < **sent as u64)
+        .count();
+    report.add(
+        format!(
+            "Update → notification, {} updates/s offered, 100 subscriptions, p50 / p99",
+            thousands(offered)
+        ),
+        format!(
+            "{:.1} / {:.1} ms",
+            quantile(&latencies, 0.5),
+            quantile(&latencies, 0.99)
+        ),
+        "p99 < 50 ms",
+    );
+    report.add(
+        "Notifications lost (live endpoints: latest state of each light not delivered)",
+        format!("{lost}{}", if all_in { "" } else { " (timed out waiting)" }),
+        "0",
+    );
+    report.note(format!(
+        "Notifications: {} entity notifications received for {} updates to live subscriptions; \
+         pending changes of one subscription are grouped into one notification.",
+        thousands(latencies.len() as f64),
+        thousands((seconds * 20 * per_tick) as f64 * 0.99)
+    ));
+
+    // The dead endpoint's notifications wait in the outbox; Vigie restarts; they arrive.
+    let pending = running.store.count_pending_notifications().await?;
+    running.shutdown().await;
+    let late: Shared = Arc::default();
+    let listener = tokio::net::TcpListener::bind(down_addr)
+        .await
+        .context("cannot take over the dead endpoint's port")?;
+    tokio::spawn(endpoint(listener, Arc::clone(&late)));
+    let restarted = Instant::now();
+    let running = reopen_vigie_with(data, "ngsi-notify", |_| {}).await?;
+    let expected_down = last_sent.keys().filter(|id| id.ends_with("00")).count();
+    let delivered = super::wait_until(Duration::from_secs(60), || {
+        late.lock().unwrap_or_else(PoisonError::into_inner).seen.len() >= expected_down
+    })
+    .await;
+    let took = restarted.elapsed();
+    let got = late.lock().unwrap_or_else(PoisonError::into_inner).seen.clone();
+    let lost_down = last_sent
+        .iter()
+        .filter(|(id, _)| id.ends_with("00"))
+        .filter(|(id, sent)| got.get(*id).copied().unwrap_or(0) < **sent as u64)
+        .count();
+    report.add(
+        "Endpoint down during the run, Vigie restarted, endpoint up: lost",
+        format!(
+            "{lost_down} of {} lights ({} notifications were pending; all in {:.1} s{})",
+            expected_down,
+            thousands(pending as f64),
+            took.as_secs_f64(),
+            if delivered { "" } else { ", timed out" }
+        ),
+        "0",
+    );
+    running.shutdown().await;
+    Ok(())
+}
