@@ -157,3 +157,81 @@ async fn errors_name_the_parameter() {
     assert_eq!(res.status(), 204);
     assert_eq!(get(&s, &base).await.0, 404);
 }
+
+#[tokio::test]
+async fn temporal_writes_add_instances() {
+    let s = TestServer::http_only().await;
+    let temporal = json!({
+        "id": LIGHT, "type": "Streetlight", "scope": "/dijon/lighting",
+        "powerConsumption": [
+            {"type": "Property", "value": 12, "observedAt": "2026-11-22T18:00:00Z"},
+            {"type": "Property", "value": 14, "observedAt": "2026-11-22T18:10:00Z"},
+        ],
+    });
+    let res = s
+        .http
+        .post(s.url("/ngsi-ld/v1/temporal/entities"))
+        .json(&temporal)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    // The newest instance is the entity's state.
+    let e = s.get_json(&format!("/ngsi-ld/v1/entities/{LIGHT}")).await.1;
+    assert_eq!(e["powerConsumption"]["value"], 14);
+
+    // An older instance goes to history only; a newer one becomes the state.
+    let more = json!({"powerConsumption": [
+        {"type": "Property", "value": 9, "observedAt": "2026-11-22T17:00:00Z"},
+        {"type": "Property", "value": 16, "observedAt": "2026-11-22T18:20:00Z"},
+    ]});
+    let res = s
+        .http
+        .post(s.url(&format!("/ngsi-ld/v1/temporal/entities/{LIGHT}/attrs")))
+        .json(&more)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let (_, _, t) = get(
+        &s,
+        &format!("/ngsi-ld/v1/temporal/entities/{LIGHT}?options=temporalValues"),
+    )
+    .await;
+    let values: Vec<i64> = t["powerConsumption"]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v[0].as_i64())
+        .collect();
+    assert_eq!(values, [9, 12, 14, 16]);
+    let e = s.get_json(&format!("/ngsi-ld/v1/entities/{LIGHT}")).await.1;
+    assert_eq!(e["powerConsumption"]["value"], 16);
+
+    // Existing entity through POST /temporal/entities: 204; errors.
+    let res = s
+        .http
+        .post(s.url("/ngsi-ld/v1/temporal/entities"))
+        .json(&temporal)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let res = s
+        .http
+        .post(s.url("/ngsi-ld/v1/temporal/entities/urn:ngsi-ld:X:none/attrs"))
+        .json(&more)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    let bad = json!({"id": LIGHT, "type": "Streetlight", "powerConsumption": [{"value": 1}]});
+    let res = s
+        .http
+        .post(s.url("/ngsi-ld/v1/temporal/entities"))
+        .json(&bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+}

@@ -89,6 +89,14 @@ pub enum WriteOp {
     Delete(EntityId),
     /// Deletes several entities; each missing one is reported.
     BatchDelete(Vec<EntityId>),
+    /// Temporal writes: instances of attributes, each kept in history and
+    /// the newest becoming the entity's state; `entity` is what is created
+    /// (when `create`) if the entity does not exist.
+    Observe {
+        entity: Entity,
+        observations: Vec<Observation>,
+        create: bool,
+    },
     /// Any other change to one existing entity: merge, replace, attribute operations.
     Edit {
         id: EntityId,
@@ -103,6 +111,11 @@ impl std::fmt::Debug for WriteOp {
             Self::Batch { kind, entities } => write!(f, "Batch({kind:?}, {} entities)", entities.len()),
             Self::Delete(id) => f.debug_tuple("Delete").field(id).finish(),
             Self::BatchDelete(ids) => write!(f, "BatchDelete({} entities)", ids.len()),
+            Self::Observe {
+                entity, observations, ..
+            } => {
+                write!(f, "Observe({}, {} instances)", entity.id, observations.len())
+            }
             Self::Edit { id, .. } => f.debug_tuple("Edit").field(id).finish(),
         }
     }
@@ -385,28 +398,49 @@ impl Writer {
         now: Timestamp,
         history: &mut Vec<HistoryPoint>,
     ) {
-        let id = &device.entity_name;
-        let mut entity = match ws.get(id) {
-            Some(e) => Entity::clone(&e),
-            None => {
-                // First message of a provisioned device: its entity appears, as with the IoT Agent.
-                let mut e = Entity::new(id.clone(), device.entity_type.clone(), device.scope.clone());
-                e.created_at = Some(now);
-                e
-            }
+        // First message of a provisioned device: its entity appears, as with the IoT Agent.
+        let template = || {
+            Entity::new(
+                device.entity_name.clone(),
+                device.entity_type.clone(),
+                device.scope.clone(),
+            )
         };
-        for obs in observations {
-            entity.apply(&obs);
-            history.push(HistoryPoint {
-                entity_id: obs.entity_id,
-                attribute: obs.attribute,
-                observed_at: obs.observed_at,
-                value: obs.value,
-                unit_code: obs.unit_code,
-            });
-        }
-        ws.put(entity);
+        observe(ws, &device.entity_name, template, observations, now, history);
     }
+}
+
+/// Applies observations to an entity (created from `template` when it does
+/// not exist yet): each goes to history, and becomes the entity's state when
+/// newer than what it holds. Returns whether the entity was created.
+fn observe(
+    ws: &mut WorkingSet<'_>,
+    id: &EntityId,
+    template: impl FnOnce() -> Entity,
+    observations: Vec<Observation>,
+    now: Timestamp,
+    history: &mut Vec<HistoryPoint>,
+) -> bool {
+    let (mut entity, created) = match ws.get(id) {
+        Some(e) => (Entity::clone(&e), false),
+        None => {
+            let mut e = template();
+            e.created_at = Some(now);
+            (e, true)
+        }
+    };
+    for obs in observations {
+        entity.apply(&obs);
+        history.push(HistoryPoint {
+            entity_id: obs.entity_id,
+            attribute: obs.attribute,
+            observed_at: obs.observed_at,
+            value: obs.value,
+            unit_code: obs.unit_code,
+        });
+    }
+    ws.put(entity);
+    created
 }
 
 fn apply_write(
@@ -458,6 +492,22 @@ fn apply_write(
             ws.get(&id).ok_or_else(|| WriteError::NotFound(id.clone()))?;
             ws.set(id, None);
             Ok(WriteOutcome::Done)
+        }
+        WriteOp::Observe {
+            entity,
+            observations,
+            create,
+        } => {
+            let id = entity.id.clone();
+            if !create && ws.get(&id).is_none() {
+                return Err(WriteError::NotFound(id));
+            }
+            let created = observe(ws, &id, || entity, observations, now, history);
+            Ok(if created {
+                WriteOutcome::Created
+            } else {
+                WriteOutcome::Done
+            })
         }
         WriteOp::BatchDelete(ids) => {
             let results = ids

@@ -85,7 +85,11 @@ pub fn routes(state: &AppState) -> Router<AppState> {
                 .patch(subscriptions::update)
                 .delete(subscriptions::delete),
         )
-        .route("/ngsi-ld/v1/temporal/entities", get(temporal::query))
+        .route(
+            "/ngsi-ld/v1/temporal/entities",
+            get(temporal::query).post(temporal::create_or_update),
+        )
+        .route("/ngsi-ld/v1/temporal/entities/{id}/attrs", post(temporal::append))
         .route(
             "/ngsi-ld/v1/temporal/entities/{id}",
             get(temporal::retrieve).delete(entities::delete),

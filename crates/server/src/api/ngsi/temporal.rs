@@ -5,19 +5,20 @@
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use vigie_core::entity::format_timestamp;
 use vigie_core::ngsi::temporal::{
     TemporalError, TemporalParams, TemporalQuery, TemporalRepresentation, TimeProperty, render_aggregated,
     render_instances,
 };
-use vigie_core::{Action, Entity};
+use vigie_core::{Action, Attribute, Entity, EntityId, Observation, Timestamp};
 use vigie_store::{HistorySelection, Truncation};
 
 use super::query::{EntityQuery, Paging, select};
 use super::{entity_id, linked_json, not_found};
 use crate::api::{ApiError, AppState, JsonBody, Params};
+use crate::ingest::{WriteOp, WriteOutcome};
 use crate::security::Caller;
 use crate::tenants::Tenant;
 
@@ -224,4 +225,141 @@ async fn run(
         extra.insert("NGSILD-Results-Count", HeaderValue::from(total));
     }
     Ok(answer(Value::Array(out), cut, q, extra))
+}
+
+/// Most instances in one temporal write.
+const MAX_INSTANCES: usize = 10_000;
+
+/// The instances of a temporal body (`{attr: [instance, …]}`), as
+/// observations of entity `id`; an instance without `observedAt` is of now.
+fn instances(id: &EntityId, body: &serde_json::Map<String, Value>) -> Result<Vec<Observation>, ApiError> {
+    let now = Timestamp::now();
+    let mut out = Vec::new();
+    for (name, value) in body {
+        if matches!(
+            name.as_str(),
+            "id" | "type" | "scope" | "@context" | "createdAt" | "modifiedAt"
+        ) {
+            continue;
+        }
+        let items = match value {
+            Value::Array(items) => items.as_slice(),
+            one => std::slice::from_ref(one),
+        };
+        for item in items {
+            let attr = Attribute::from_normalized(name, item).map_err(ApiError::BadRequestData)?;
+            out.push(Observation {
+                entity_id: id.clone(),
+                attribute: name.clone(),
+                value: attr.value,
+                observed_at: attr.observed_at.unwrap_or(now),
+                unit_code: attr.unit_code,
+            });
+            if out.len() > MAX_INSTANCES {
+                return Err(ApiError::BadRequestData(format!(
+                    "more than {MAX_INSTANCES} instances in one temporal write"
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Runs a temporal write: scope checks, the write, its audit record.
+async fn observe(
+    s: &AppState,
+    caller: &Caller,
+    tenant: &Tenant,
+    entity: Entity,
+    observations: Vec<Observation>,
+    create: bool,
+) -> Result<Response, ApiError> {
+    let id = entity.id.clone();
+    let before = tenant.twin.get(id.as_str());
+    super::check_writable(s, caller, "entity.temporal-write", &id, before.as_deref()).await?;
+    if before.is_none() && !caller.sees(entity.scope.as_ref()) {
+        return Err(ApiError::Forbidden(format!(
+            "entity {id} would be outside the caller's scope"
+        )));
+    }
+    let op = WriteOp::Observe {
+        entity,
+        observations,
+        create,
+    };
+    let result = tenant.ingest.write(op).await;
+    s.audit
+        .entity_write(&tenant.twin, caller, "entity.temporal-write", &id, before, &result)
+        .await?;
+    let status = match result? {
+        WriteOutcome::Created => StatusCode::CREATED,
+        _ => StatusCode::NO_CONTENT,
+    };
+    let mut res = status.into_response();
+    if status == StatusCode::CREATED
+        && let Ok(v) = HeaderValue::from_str(&format!("/ngsi-ld/v1/temporal/entities/{id}"))
+    {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(res)
+}
+
+/// `POST /temporal/entities`: creates the entity or adds instances to it
+/// (201 created, 204 updated).
+pub(super) async fn create_or_update(
+    State(s): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let Value::Object(obj) = &body else {
+        return Err(ApiError::BadRequestData(
+            "a temporal entity must be a JSON object".into(),
+        ));
+    };
+    let id = entity_id(obj.get("id").and_then(Value::as_str).unwrap_or(""))?;
+    let entity_type = obj
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::BadRequestData("the temporal entity has no 'type'".into()))?;
+    let scope = match obj.get("scope").and_then(Value::as_str) {
+        Some(s) => Some(vigie_core::Scope::from_ngsi(s).map_err(|e| ApiError::BadRequestData(e.to_string()))?),
+        None => None,
+    };
+    let observations = instances(&id, obj)?;
+    let tenant = s.tenants.for_write(&headers).await?;
+    observe(
+        &s,
+        &caller,
+        &tenant,
+        Entity::new(id, entity_type, scope),
+        observations,
+        true,
+    )
+    .await
+}
+
+/// `POST /temporal/entities/{id}/attrs`: adds instances to an existing entity.
+pub(super) async fn append(
+    State(s): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let Value::Object(obj) = &body else {
+        return Err(ApiError::BadRequestData(
+            "the body must be a JSON object of attribute instances".into(),
+        ));
+    };
+    let id = entity_id(&id)?;
+    let tenant = s.tenants.for_read(&headers).await?;
+    let current = tenant
+        .twin
+        .get(id.as_str())
+        .filter(|e| s.security.sees(&caller, e.scope.as_ref()))
+        .ok_or_else(|| not_found(&id))?;
+    let observations = instances(&id, obj)?;
+    let template = Entity::new(id, current.entity_type.clone(), current.scope.clone());
+    observe(&s, &caller, &tenant, template, observations, false).await
 }
