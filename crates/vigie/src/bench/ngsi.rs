@@ -300,7 +300,7 @@ async fn notifications(data: &Path, report: &mut Report) -> anyhow::Result<()> {
     let started = Instant::now();
     for _ in 0..(seconds * 20) {
         tick.tick().await;
-        let sent = Timestamp::now().as_microsecond() as i64;
+        let sent = Timestamp::now().as_microsecond();
         let batch: Vec<Value> = (0..per_tick)
             .map(|i| {
                 let n = (next + i) % lights;
