@@ -146,6 +146,14 @@ pub struct Audit {
     store: Arc<dyn Store>,
     anchor: Option<PathBuf>,
     head: Mutex<Head>,
+    /// Events waiting for the next append, with where to say it is done:
+    /// concurrent requests share one transaction and one anchor write
+    /// (group commit), so auditing every write does not cap the write rate.
+    pending: std::sync::Mutex<Vec<(Vec<AuditEvent>, tokio::sync::oneshot::Sender<Result<Head, String>>)>>,
+    /// Set while [`Audit::run_anchor`] keeps the anchor: appends then leave
+    /// it to that task instead of two fsyncs each (the CLI, without it,
+    /// writes the anchor with every append).
+    anchor_kept: std::sync::atomic::AtomicBool,
 }
 
 impl Audit {
@@ -206,6 +214,8 @@ impl Audit {
             store,
             anchor,
             head: Mutex::new(head),
+            pending: std::sync::Mutex::new(Vec::new()),
+            anchor_kept: std::sync::atomic::AtomicBool::new(false),
         };
         if missing_anchor {
             let path = anchor_name(audit.anchor.as_deref());
@@ -228,20 +238,34 @@ impl Audit {
         self.record_all(vec![event]).await
     }
 
-    /// Appends events atomically, in order.
+    /// Appends events atomically, in order. Events recorded concurrently
+    /// are appended together: whoever takes the head next writes every
+    /// waiting event in one transaction and answers the others.
     pub async fn record_all(&self, events: Vec<AuditEvent>) -> Result<Head, AuditError> {
+        if events.is_empty() {
+            return Ok(self.head.lock().await.clone());
+        }
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((events, tx));
         let mut head = self.head.lock().await;
+        // The previous writer may have taken ours along.
+        if let Ok(done) = rx.try_recv() {
+            return done.map_err(|e| AuditError::Store(StoreError::Engine(e)));
+        }
+        let waiting = std::mem::take(&mut *self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         let mut next = head.clone();
-        let records: Vec<AuditRecord> = events
-            .into_iter()
-            .map(|e| {
+        let mut records = Vec::new();
+        let mut answers = Vec::with_capacity(waiting.len());
+        for (events, reply) in waiting {
+            for e in events {
                 let r = AuditRecord::seal(&next, e);
                 next = Head::of(&r);
-                r
-            })
-            .collect();
-        if records.is_empty() {
-            return Ok(next);
+                records.push(r);
+            }
+            answers.push((reply, next.clone()));
         }
         if let Err(e) = self.store.audit_append(&records).await {
             for r in &records {
@@ -255,23 +279,72 @@ impl Audit {
             if let Ok(Some(stored)) = self.store.audit_head().await {
                 *head = Head::of(&stored);
             }
-            return Err(e.into());
-        }
-        *head = next.clone();
-        tracing::info!(target: "vigie::audit", seq = next.seq, hash = %next.hash, "audit head");
-        if let Some(path) = &self.anchor {
-            let (path, h) = (path.clone(), next.clone());
-            let written = tokio::task::spawn_blocking(move || write_anchor(&path, &h)).await;
-            match written {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(
-                    target: "vigie::audit", error = %e, anchor = %anchor_name(self.anchor.as_deref()),
-                    "the audit anchor cannot be written: a cut tail of the trail would go unnoticed"
-                ),
-                Err(e) => tracing::error!(target: "vigie::audit", error = %e, "the audit anchor task failed"),
+            for (reply, _) in answers {
+                let _ = reply.send(Err(e.to_string()));
+            }
+        } else {
+            *head = next.clone();
+            tracing::debug!(target: "vigie::audit", seq = next.seq, hash = %next.hash, records = records.len(), "audit head");
+            if !self.anchor_kept.load(std::sync::atomic::Ordering::Acquire) {
+                self.write_anchor(&next).await;
+            }
+            for (reply, h) in answers {
+                let _ = reply.send(Ok(h));
             }
         }
-        Ok(next)
+        drop(head);
+        match rx.await {
+            Ok(done) => done.map_err(|e| AuditError::Store(StoreError::Engine(e))),
+            Err(_) => Err(AuditError::Store(StoreError::Engine(
+                "the audit writer went away".into(),
+            ))),
+        }
+    }
+
+    /// Keeps the anchor at the head, written at most every `every` (and
+    /// once more when `stop` fires): a cut of the trail's last `every` of
+    /// records before a crash would go unnoticed, which is the price of not
+    /// syncing a file twice per audited request.
+    pub async fn run_anchor(self: Arc<Self>, every: std::time::Duration, stop: tokio_util::sync::CancellationToken) {
+        if self.anchor.is_none() {
+            return;
+        }
+        self.anchor_kept.store(true, std::sync::atomic::Ordering::Release);
+        let mut anchored = 0;
+        loop {
+            let stopping = tokio::select! {
+                () = tokio::time::sleep(every) => false,
+                () = stop.cancelled() => true,
+            };
+            let head = self.head.lock().await.clone();
+            if head.seq > anchored {
+                self.write_anchor(&head).await;
+                anchored = head.seq;
+            }
+            if stopping {
+                break;
+            }
+        }
+        // Appends after this point anchor themselves again.
+        self.anchor_kept.store(false, std::sync::atomic::Ordering::Release);
+        let head = self.head.lock().await.clone();
+        if head.seq > anchored {
+            self.write_anchor(&head).await;
+        }
+    }
+
+    async fn write_anchor(&self, head: &Head) {
+        let Some(path) = &self.anchor else { return };
+        let (path, h) = (path.clone(), head.clone());
+        let written = tokio::task::spawn_blocking(move || write_anchor(&path, &h)).await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(
+                target: "vigie::audit", error = %e, anchor = %anchor_name(self.anchor.as_deref()),
+                "the audit anchor cannot be written: a cut tail of the trail would go unnoticed"
+            ),
+            Err(e) => tracing::error!(target: "vigie::audit", error = %e, "the audit anchor task failed"),
+        }
     }
 
     /// An action by Vigie itself (start, retention).

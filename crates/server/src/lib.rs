@@ -102,6 +102,7 @@ pub struct Running {
     consumer: Option<JoinHandle<()>>,
     retention: JoinHandle<()>,
     flusher: JoinHandle<()>,
+    anchor: JoinHandle<()>,
     broker: Option<vigie_broker::EmbeddedBroker>,
 }
 
@@ -256,6 +257,7 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
     ));
 
     let flusher = tokio::spawn(Arc::clone(&security).run_flusher(std::time::Duration::from_secs(60), stop.clone()));
+    let anchor = tokio::spawn(Arc::clone(&audit).run_anchor(std::time::Duration::from_millis(100), stop.clone()));
 
     let tenants = Arc::new(tenants::Tenants::new(
         Arc::new(tenants::Tenant {
@@ -315,6 +317,7 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
         consumer,
         retention,
         flusher,
+        anchor,
         broker,
         security,
         tenants,
@@ -392,6 +395,7 @@ impl Running {
         }
         let _ = self.retention.await;
         let _ = self.flusher.await;
+        let _ = self.anchor.await;
         if let Some(b) = self.broker {
             b.shutdown().await;
         }

@@ -248,7 +248,11 @@ impl Worker {
                 Err(e) => {
                     tracing::warn!(subscription = %id, error = %e, retry_in_ms = backoff.as_millis() as u64,
                         "notification not delivered");
-                    self.pause(backoff).await;
+                    // New notifications do not cut a backoff short: only Vigie stopping does.
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = self.stop.cancelled() => {}
+                    }
                     backoff = (backoff * 2).min(self.options.retry_max);
                 }
             }

@@ -22,6 +22,9 @@ use crate::ingest::{WriteOp, WriteOutcome};
 use crate::security::Caller;
 use crate::tenants::Tenant;
 
+/// Most aggregated values one answer may hold (per attribute).
+const MAX_AGGREGATE_VALUES: usize = 1_000_000;
+
 fn temporal_error(e: TemporalError) -> ApiError {
     match e {
         TemporalError::TooManyPeriods { .. } => ApiError::TooComplexQuery(e.to_string()),
@@ -51,9 +54,15 @@ async fn history(
         return Ok((Vec::new(), None));
     }
     let (from, to) = q.bounds();
+    // Without `attrs`, the attributes the entities have: naming them lets the
+    // store seek each series instead of scanning every point for its names.
+    let attributes = attrs.unwrap_or_else(|| {
+        let names: std::collections::BTreeSet<&String> = entities.iter().flat_map(|e| e.attributes.keys()).collect();
+        names.into_iter().cloned().collect()
+    });
     let selection = HistorySelection {
         entity_ids: entities.iter().map(|e| e.id.clone()).collect(),
-        attributes: attrs,
+        attributes: Some(attributes),
         from,
         to,
     };
@@ -68,6 +77,17 @@ async fn history(
                 None
             };
             let periods = q.periods(extent).map_err(temporal_error)?;
+            // Each entity × attribute × period × method is one value of the answer.
+            let cells = periods.len() * entities.len() * aggregation.methods.len();
+            if cells > MAX_AGGREGATE_VALUES {
+                return Err(ApiError::TooComplexQuery(format!(
+                    "{} periods × {} entities × {} methods is {cells} values, more than {MAX_AGGREGATE_VALUES}: \
+                     narrow the time range, lengthen aggrPeriodDuration or page with a smaller limit",
+                    periods.len(),
+                    entities.len(),
+                    aggregation.methods.len()
+                )));
+            }
             let aggregates = store
                 .history_aggregate(&selection, &periods, &aggregation.methods)
                 .await
