@@ -142,6 +142,9 @@ pub fn event(caller: &Caller, action: &str) -> AuditEvent {
 }
 
 /// The audit trail's single writer.
+/// Events waiting to be appended, and where to answer once they are.
+type Waiting = (Vec<AuditEvent>, tokio::sync::oneshot::Sender<Result<Head, String>>);
+
 pub struct Audit {
     store: Arc<dyn Store>,
     anchor: Option<PathBuf>,
@@ -149,7 +152,7 @@ pub struct Audit {
     /// Events waiting for the next append, with where to say it is done:
     /// concurrent requests share one transaction and one anchor write
     /// (group commit), so auditing every write does not cap the write rate.
-    pending: std::sync::Mutex<Vec<(Vec<AuditEvent>, tokio::sync::oneshot::Sender<Result<Head, String>>)>>,
+    pending: std::sync::Mutex<Vec<Waiting>>,
     /// Set while [`Audit::run_anchor`] keeps the anchor: appends then leave
     /// it to that task instead of two fsyncs each (the CLI, without it,
     /// writes the anchor with every append).
@@ -284,7 +287,7 @@ impl Audit {
             }
         } else {
             *head = next.clone();
-            tracing::debug!(target: "vigie::audit", seq = next.seq, hash = %next.hash, records = records.len(), "audit head");
+            tracing::info!(target: "vigie::audit", seq = next.seq, hash = %next.hash, records = records.len(), "audit head");
             if !self.anchor_kept.load(std::sync::atomic::Ordering::Acquire) {
                 self.write_anchor(&next).await;
             }
