@@ -5,16 +5,14 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
-use vigie_core::audit::AuditEvent;
 use vigie_core::ngsi;
 use vigie_core::{Action, Entity};
 
 use super::{
-    Rendering, check_writable, entity_and_state, entity_id, linked_json, not_found, parse_attributes, parse_entity,
-    partial_or_done,
+    Rendering, audit_personal_read, check_writable, entity_and_state, entity_id, linked_json, not_found,
+    parse_attributes, parse_entity, partial_or_done, visible,
 };
 use crate::api::{ApiError, AppState, JsonBody, Params};
-use crate::audit;
 use crate::ingest::{Edit, Edited, WriteError, WriteOp};
 use crate::security::Caller;
 
@@ -30,20 +28,11 @@ pub(super) async fn retrieve(
     let id = entity_id(&id)?;
     let rendering = Rendering::from_params(&params)?;
     let types = params.list("type");
-    let entity = tenant
-        .twin
-        .get(id.as_str())
-        .filter(|e| s.security.sees(&caller, e.scope.as_ref()))
-        .filter(|e| types.as_ref().is_none_or(|t| t.contains(&e.entity_type)))
-        .ok_or_else(|| not_found(&id))?;
-    if s.security.is_personal(entity.scope.as_ref()) {
-        s.audit
-            .record(AuditEvent {
-                target: Some(id.to_string()),
-                ..audit::event(&caller, "personal-data.read")
-            })
-            .await?;
+    let entity = visible(&s, &caller, &tenant, &id)?;
+    if types.as_ref().is_some_and(|t| !t.contains(&entity.entity_type)) {
+        return Err(not_found(&id));
     }
+    audit_personal_read(&s, &caller, &entity).await?;
     Ok(linked_json(StatusCode::OK, rendering.render(&entity), HeaderMap::new()))
 }
 
@@ -102,6 +91,16 @@ pub(super) async fn delete(
         .await?;
     result?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// An edit applying one of vigie-core's update rules to the entity's latest state.
+fn rule(apply: impl FnOnce(&mut Entity) -> Result<ngsi::Changes, ngsi::UpdateError> + Send + 'static) -> Edit {
+    Box::new(move |e: &mut Entity| {
+        let id = e.id.clone();
+        apply(e)
+            .map(Edited::from)
+            .map_err(|err| WriteError::from_update(&id, err))
+    })
 }
 
 /// Runs one change to an existing entity: scope check, the write, its audit
@@ -229,12 +228,7 @@ pub(super) async fn replace(
                 current.id
             )));
         }
-        Ok(Box::new(move |e: &mut Entity| {
-            let id = e.id.clone();
-            ngsi::replace_entity(e, new)
-                .map(Edited::from)
-                .map_err(|err| WriteError::from_update(&id, err))
-        }))
+        Ok(rule(move |e| ngsi::replace_entity(e, new)))
     })
     .await
 }
@@ -267,12 +261,7 @@ pub(super) async fn merge(
                 current.id
             )));
         }
-        Ok(Box::new(move |e: &mut Entity| {
-            let id = e.id.clone();
-            ngsi::merge_entity(e, &body, &options)
-                .map(Edited::from)
-                .map_err(|err| WriteError::from_update(&id, err))
-        }))
+        Ok(rule(move |e| ngsi::merge_entity(e, &body, &options)))
     })
     .await
 }
@@ -287,12 +276,7 @@ pub(super) async fn partial_attribute_update(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     edit(&s, &caller, &headers, &id, "entity.attribute-update", |_| {
-        Ok(Box::new(move |e: &mut Entity| {
-            let id = e.id.clone();
-            ngsi::update_attribute(e, &attr, &body)
-                .map(Edited::from)
-                .map_err(|err| WriteError::from_update(&id, err))
-        }))
+        Ok(rule(move |e| ngsi::update_attribute(e, &attr, &body)))
     })
     .await
 }
@@ -306,12 +290,7 @@ pub(super) async fn replace_attribute(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     edit(&s, &caller, &headers, &id, "entity.attribute-replace", |_| {
-        Ok(Box::new(move |e: &mut Entity| {
-            let id = e.id.clone();
-            ngsi::replace_attribute(e, &attr, &body)
-                .map(Edited::from)
-                .map_err(|err| WriteError::from_update(&id, err))
-        }))
+        Ok(rule(move |e| ngsi::replace_attribute(e, &attr, &body)))
     })
     .await
 }
@@ -326,12 +305,7 @@ pub(super) async fn delete_attribute(
 ) -> Result<Response, ApiError> {
     let target = ngsi::InstanceTarget::from_params(params.get("datasetId"), params.get("deleteAll") == Some("true"));
     edit(&s, &caller, &headers, &id, "entity.attribute-delete", |_| {
-        Ok(Box::new(move |e: &mut Entity| {
-            let id = e.id.clone();
-            ngsi::delete_attribute(e, &attr, &target)
-                .map(Edited::from)
-                .map_err(|err| WriteError::from_update(&id, err))
-        }))
+        Ok(rule(move |e| ngsi::delete_attribute(e, &attr, &target)))
     })
     .await
 }

@@ -248,6 +248,28 @@ fn linked_json(status: StatusCode, body: impl Serialize, extra: HeaderMap) -> Re
     res
 }
 
+/// The entity `id` of a tenant, if the caller may see it; 404 otherwise.
+fn visible(s: &AppState, caller: &Caller, tenant: &Tenant, id: &EntityId) -> Result<Arc<Entity>, ApiError> {
+    tenant
+        .twin
+        .get(id.as_str())
+        .filter(|e| s.security.sees(caller, e.scope.as_ref()))
+        .ok_or_else(|| not_found(id))
+}
+
+/// Every read of personal data (CCTV by default) is audited.
+async fn audit_personal_read(s: &AppState, caller: &Caller, entity: &Entity) -> Result<(), ApiError> {
+    if s.security.is_personal(entity.scope.as_ref()) {
+        s.audit
+            .record(vigie_core::audit::AuditEvent {
+                target: Some(entity.id.to_string()),
+                ..crate::audit::event(caller, "personal-data.read")
+            })
+            .await?;
+    }
+    Ok(())
+}
+
 /// An entity out of the caller's sight is answered exactly like one that
 /// does not exist, so ids leak nothing.
 fn not_found(id: &EntityId) -> ApiError {

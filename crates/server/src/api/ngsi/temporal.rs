@@ -16,7 +16,7 @@ use vigie_core::{Action, Attribute, Entity, EntityId, Observation, Timestamp};
 use vigie_store::{HistorySelection, Truncation};
 
 use super::query::{EntityQuery, Paging, select};
-use super::{entity_id, linked_json, not_found};
+use super::{audit_personal_read, entity_id, linked_json, visible};
 use crate::api::{ApiError, AppState, JsonBody, Params};
 use crate::ingest::{WriteOp, WriteOutcome};
 use crate::security::Caller;
@@ -163,11 +163,8 @@ pub(super) async fn retrieve(
     let tenant = s.tenants.for_read(&headers).await?;
     let id = entity_id(&id)?;
     let q = temporal_query(|k| params.get(k))?;
-    let entity = tenant
-        .twin
-        .get(id.as_str())
-        .filter(|e| s.security.sees(&caller, e.scope.as_ref()))
-        .ok_or_else(|| not_found(&id))?;
+    let entity = visible(&s, &caller, &tenant, &id)?;
+    audit_personal_read(&s, &caller, &entity).await?;
     let (mut out, cut) = history(&s, &tenant, &[entity], params.list("attrs"), &q).await?;
     let body = out.pop().unwrap_or(Value::Null);
     Ok(answer(body, cut, &q, HeaderMap::new()))
@@ -374,11 +371,7 @@ pub(super) async fn append(
     };
     let id = entity_id(&id)?;
     let tenant = s.tenants.for_read(&headers).await?;
-    let current = tenant
-        .twin
-        .get(id.as_str())
-        .filter(|e| s.security.sees(&caller, e.scope.as_ref()))
-        .ok_or_else(|| not_found(&id))?;
+    let current = visible(&s, &caller, &tenant, &id)?;
     let observations = instances(&id, obj)?;
     let template = Entity::new(id, current.entity_type.clone(), current.scope.clone());
     observe(&s, &caller, &tenant, template, observations, false).await
