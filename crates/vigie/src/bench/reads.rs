@@ -257,6 +257,37 @@ pub async fn queries(args: &BenchArgs, data: &Path, report: &mut Report) -> anyh
         format!("{:.2} ms", quantile(&ms, 0.99)),
         "",
     );
+    // Paging through every entity (issue 4): each exactly once, in id order.
+    let started = Instant::now();
+    let (mut seen, mut in_order, mut last) = (0usize, true, String::new());
+    let mut offset = 0;
+    loop {
+        let url = format!("{base}?type=Streetlight&attrs=status&options=keyValues&limit=1000&offset={offset}");
+        let page: Vec<serde_json::Value> = client.get(&url).send().await?.json().await?;
+        if page.is_empty() {
+            break;
+        }
+        for e in &page {
+            let id = e["id"].as_str().unwrap_or_default();
+            in_order &= id > last.as_str();
+            last = id.to_owned();
+        }
+        seen += page.len();
+        offset += page.len();
+    }
+    report.add(
+        format!(
+            "Paging through {} entities by 1,000 (limit/offset): seen / in id order / time",
+            thousands(running.twin.len() as f64)
+        ),
+        format!(
+            "{} / {} / {:.1} s",
+            thousands(seen as f64),
+            if in_order { "yes" } else { "no" },
+            started.elapsed().as_secs_f64()
+        ),
+        "each entity exactly once",
+    );
     running.shutdown().await;
     Ok(())
 }
