@@ -51,6 +51,11 @@ async fn call(s: &TestServer, method: Method, path: &str, body: Option<Value>, t
     if let Some(t) = tenant {
         req = req.header("NGSILD-Tenant", t);
     }
+    answer(req).await
+}
+
+/// Sends a request and reads its answer.
+async fn answer(req: reqwest::RequestBuilder) -> Answer {
     let res = req.send().await.unwrap();
     let status = res.status().as_u16();
     let headers = res.headers().clone();
@@ -519,42 +524,34 @@ fn link(url: &str) -> String {
 async fn a_link_context_translates_names_both_ways() {
     let s = TestServer::http_only().await;
     let e = json!({"id": LIGHT, "type": "Streetlight", "powerState": {"type": "Property", "value": "on"}});
-    let res = s
-        .http
-        .post(s.url("/ngsi-ld/v1/entities"))
-        .header("Link", link(SDM_LIGHTING))
-        .json(&e)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201);
+    let res = answer(
+        s.http
+            .post(s.url("/ngsi-ld/v1/entities"))
+            .header("Link", link(SDM_LIGHTING))
+            .json(&e),
+    )
+    .await;
+    assert_eq!(res.status, 201);
 
     // Without the context, the name is the IRI the context gave it.
     let plain = get(&s, &entity_path(LIGHT)).await.body;
     assert_eq!(plain[SDM_POWER]["value"], "on", "{plain}");
     assert!(plain.get("powerState").is_none());
 
-    let res = s
-        .http
-        .get(s.url(&format!("{}?attrs=powerState", entity_path(LIGHT))))
-        .header("Link", link(SDM_LIGHTING))
-        .send()
-        .await
-        .unwrap();
-    let answer_link = res.headers()["link"].to_str().unwrap().to_owned();
-    let body: Value = res.json().await.unwrap();
+    let res = answer(
+        s.http
+            .get(s.url(&format!("{}?attrs=powerState", entity_path(LIGHT))))
+            .header("Link", link(SDM_LIGHTING)),
+    )
+    .await;
+    let answer_link = res.header("link").to_owned();
+    let body = res.body;
     assert_eq!(body["powerState"]["value"], "on", "{body}");
     assert!(answer_link.contains(SDM_LIGHTING), "{answer_link}");
 
     let q = "/ngsi-ld/v1/entities?type=Streetlight&attrs=powerState";
-    let res = s
-        .http
-        .get(s.url(q))
-        .header("Link", link(SDM_LIGHTING))
-        .send()
-        .await
-        .unwrap();
-    let body: Value = res.json().await.unwrap();
+    let res = answer(s.http.get(s.url(q)).header("Link", link(SDM_LIGHTING))).await;
+    let body = res.body;
     assert_eq!(body[0]["powerState"]["value"], "on", "{body}");
 }
 
@@ -564,25 +561,23 @@ async fn json_ld_bodies_and_answers() {
     let s = TestServer::http_only().await;
     let e = json!({"id": LIGHT, "type": "Streetlight", "@context": [SDM_LIGHTING],
         "powerState": {"type": "Property", "value": "on"}});
-    let res = s
-        .http
-        .post(s.url("/ngsi-ld/v1/entities"))
-        .header("Content-Type", "application/ld+json")
-        .body(e.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201);
-    let res = s
-        .http
-        .get(s.url(&entity_path(LIGHT)))
-        .header("Accept", "application/ld+json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.headers()["content-type"], "application/ld+json");
-    assert!(res.headers().get("link").is_none());
-    let body: Value = res.json().await.unwrap();
+    let res = answer(
+        s.http
+            .post(s.url("/ngsi-ld/v1/entities"))
+            .header("Content-Type", "application/ld+json")
+            .body(e.to_string()),
+    )
+    .await;
+    assert_eq!(res.status, 201);
+    let res = answer(
+        s.http
+            .get(s.url(&entity_path(LIGHT)))
+            .header("Accept", "application/ld+json"),
+    )
+    .await;
+    assert_eq!(res.header("content-type"), "application/ld+json");
+    assert!(res.headers.get("link").is_none());
+    let body = res.body;
     assert_eq!(
         body["@context"],
         "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld"
@@ -591,33 +586,25 @@ async fn json_ld_bodies_and_answers() {
 
     // A JSON-LD body without @context, or with a Link too, is refused.
     let no_ctx = json!({"id": "urn:ngsi-ld:X:2", "type": "X"});
-    let res = s
-        .http
-        .post(s.url("/ngsi-ld/v1/entities"))
-        .header("Content-Type", "application/ld+json")
-        .body(no_ctx.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 400);
-    let res = s
-        .http
-        .post(s.url("/ngsi-ld/v1/entities"))
-        .header("Content-Type", "application/ld+json")
-        .header("Link", link(SDM_LIGHTING))
-        .body(e.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 400);
-    let res = s
-        .http
-        .get(s.url(&entity_path(LIGHT)))
-        .header("Accept", "text/html")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 406);
+    let res = answer(
+        s.http
+            .post(s.url("/ngsi-ld/v1/entities"))
+            .header("Content-Type", "application/ld+json")
+            .body(no_ctx.to_string()),
+    )
+    .await;
+    assert_eq!(res.status, 400);
+    let res = answer(
+        s.http
+            .post(s.url("/ngsi-ld/v1/entities"))
+            .header("Content-Type", "application/ld+json")
+            .header("Link", link(SDM_LIGHTING))
+            .body(e.to_string()),
+    )
+    .await;
+    assert_eq!(res.status, 400);
+    let res = answer(s.http.get(s.url(&entity_path(LIGHT))).header("Accept", "text/html")).await;
+    assert_eq!(res.status, 406);
 }
 
 // An unreachable remote context fails fast with LdContextNotAvailable.
@@ -625,15 +612,14 @@ async fn json_ld_bodies_and_answers() {
 async fn an_unreachable_context_fails_fast() {
     let s = with_lights(1).await;
     let started = std::time::Instant::now();
-    let res = s
-        .http
-        .get(s.url(&entity_path(LIGHT)))
-        .header("Link", link("http://127.0.0.1:9/missing-context.jsonld"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 503);
-    let body: Value = res.json().await.unwrap();
+    let res = answer(
+        s.http
+            .get(s.url(&entity_path(LIGHT)))
+            .header("Link", link("http://127.0.0.1:9/missing-context.jsonld")),
+    )
+    .await;
+    assert_eq!(res.status, 503);
+    let body = res.body;
     assert_eq!(
         body["type"],
         "https://uri.etsi.org/ngsi-ld/errors/LdContextNotAvailable"
@@ -643,14 +629,8 @@ async fn an_unreachable_context_fails_fast() {
         "{:?}",
         started.elapsed()
     );
-    let res = s
-        .http
-        .get(s.url(&entity_path(LIGHT)))
-        .header("Link", "not a link")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 400);
+    let res = answer(s.http.get(s.url(&entity_path(LIGHT))).header("Link", "not a link")).await;
+    assert_eq!(res.status, 400);
 }
 
 // 5.13 / 6.30 jsonldContexts: list, host, serve (publicly), use, delete.
@@ -672,15 +652,14 @@ async fn hosted_contexts() {
 
     let hosted = format!("{}{location}", s.base);
     let body = json!({"watts": {"type": "Property", "value": 30}});
-    let res = s
-        .http
-        .post(s.url(&format!("{}/attrs", entity_path(LIGHT))))
-        .header("Link", link(&hosted))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 204);
+    let res = answer(
+        s.http
+            .post(s.url(&format!("{}/attrs", entity_path(LIGHT))))
+            .header("Link", link(&hosted))
+            .json(&body),
+    )
+    .await;
+    assert_eq!(res.status, 204);
     assert_eq!(
         get(&s, &entity_path(LIGHT)).await.body["https://vigie.example/watts"]["value"],
         30

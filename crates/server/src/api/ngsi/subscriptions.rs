@@ -12,6 +12,7 @@ use vigie_core::{Action, EntityId, Timestamp};
 use vigie_store::SubscriptionRecord;
 
 use super::linked_json;
+use super::query::Paging;
 use crate::api::{ApiError, AppState, JsonBody, Params};
 use crate::audit;
 use crate::security::Caller;
@@ -107,26 +108,18 @@ pub(super) async fn list(
 ) -> Result<Response, ApiError> {
     caller.check(Action::ReadEntities)?;
     let tenant = s.tenants.for_read(&headers).await?;
-    let api = &s.config.api;
-    let limit = params.usize("limit")?.unwrap_or(api.default_page_size);
-    if limit > api.max_page_size {
-        return Err(ApiError::TooManyResults(format!(
-            "limit {limit} exceeds the maximum page size {}",
-            api.max_page_size
-        )));
-    }
-    let offset = params.usize("offset")?.unwrap_or(0);
+    let paging = Paging::from_params(&s, &params)?;
     let sys_attrs = params.has_option("sysAttrs");
     let all = tenant.subscriptions.list(|r| owned_by(&caller, &s, r));
     let now = Timestamp::now();
     let page: Vec<Value> = all
         .iter()
-        .skip(offset)
-        .take(limit)
+        .skip(paging.offset)
+        .take(paging.limit)
         .map(|r| r.subscription.to_json(now, sys_attrs))
         .collect();
     let mut extra = HeaderMap::new();
-    if params.get("count") == Some("true") {
+    if paging.count {
         extra.insert("NGSILD-Results-Count", HeaderValue::from(all.len()));
     }
     Ok(linked_json(StatusCode::OK, page, extra))

@@ -68,7 +68,6 @@ async fn history(
     };
     let store = &tenant.store;
     let internal = |e: vigie_store::StoreError| ApiError::Internal(e.to_string());
-    let by_id = |id: &vigie_core::EntityId| entities.iter().find(|e| &e.id == id);
     match &q.representation {
         TemporalRepresentation::Aggregated(aggregation) => {
             let extent = if q.needs_extent() {
@@ -119,9 +118,7 @@ async fn history(
                     .find(|h| h.entity_id == e.id)
                     .map(|h| h.attributes.as_slice())
                     .unwrap_or_default();
-                if by_id(&e.id).is_some() {
-                    out.push(render_instances(e, attributes, values));
-                }
+                out.push(render_instances(e, attributes, values));
             }
             Ok((out, range.truncation))
         }
