@@ -61,6 +61,57 @@ pub struct Account {
     pub password_changed_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_login_at: Option<Timestamp>,
+    /// The console's language for this person; none follows the browser.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<Language>,
+}
+
+/// A language of the console: French first (its users are French municipal
+/// agents), English beside it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    #[default]
+    Fr,
+    En,
+}
+
+impl Language {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Language::Fr => "fr",
+            Language::En => "en",
+        }
+    }
+
+    /// The other one, for a one-click switch.
+    pub fn other(self) -> Self {
+        match self {
+            Language::Fr => Language::En,
+            Language::En => Language::Fr,
+        }
+    }
+
+    /// The first supported language of an `Accept-Language` header, by
+    /// order of appearance (browsers list by preference), else French.
+    pub fn from_accept_language(header: &str) -> Self {
+        header
+            .split(',')
+            .filter_map(|part| part.split(';').next())
+            .find_map(|tag| tag.trim().get(..2).and_then(|p| p.to_ascii_lowercase().parse().ok()))
+            .unwrap_or_default()
+    }
+}
+
+impl std::str::FromStr for Language {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "fr" => Ok(Language::Fr),
+            "en" => Ok(Language::En),
+            other => Err(format!("'{other}' is not a console language: expected 'fr' or 'en'")),
+        }
+    }
 }
 
 impl Account {

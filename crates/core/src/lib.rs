@@ -13,6 +13,7 @@ pub mod device;
 pub mod entity;
 pub mod ngsi;
 pub mod scope;
+pub mod status;
 
 pub use access::{Action, Principal, Role, ScopeGrant};
 pub use attributes::Attributes;

@@ -29,6 +29,7 @@ pub struct Config {
     pub history: HistoryConfig,
     pub api: ApiConfig,
     pub ngsi_ld: NgsiLdConfig,
+    pub console: ConsoleConfig,
     pub tls: TlsConfig,
     pub security: SecurityConfig,
     pub audit: AuditConfig,
@@ -347,6 +348,39 @@ impl Default for NgsiLdConfig {
     }
 }
 
+/// The operator console: its base map and what counts as fresh data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleConfig {
+    pub basemap_style_url: String,
+    pub basemap_tiles_url: String,
+    pub basemap_attribution: String,
+    pub streets_file: String,
+    pub communes_file: String,
+    pub stale_after_minutes: u32,
+    pub stale_after_by_type: BTreeMap<String, u32>,
+    pub cluster_below_zoom: u8,
+    pub live_interval_ms: u64,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            basemap_style_url: String::new(),
+            basemap_tiles_url: String::new(),
+            basemap_attribution: String::new(),
+            streets_file: String::new(),
+            communes_file: String::new(),
+            stale_after_minutes: 60,
+            // Waste containers report every 6 hours, parking sensors daily
+            // when nothing moves: silence is normal for longer.
+            stale_after_by_type: BTreeMap::from([("WasteContainer".into(), 780), ("ParkingSpot".into(), 2_880)]),
+            cluster_below_zoom: 16,
+            live_interval_ms: 250,
+        }
+    }
+}
+
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
@@ -504,6 +538,42 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         key: "ngsi_ld.context_files",
         doc: "JSON-LD context files to preload, each served at the URL it is registered under, e.g. [\"https://example.org/ctx.jsonld=ctx.jsonld\"].",
+    },
+    Setting {
+        key: "console.basemap_style_url",
+        doc: "URL of a MapLibre style for the console's base map (your own tile server); empty uses the tiles or files below.",
+    },
+    Setting {
+        key: "console.basemap_tiles_url",
+        doc: "Raster tiles for the base map when no style is set: an XYZ template (https://tiles.example/{z}/{x}/{y}.png) or a pmtiles:// URL.",
+    },
+    Setting {
+        key: "console.basemap_attribution",
+        doc: "Attribution shown on the map for the base map's data (e.g. \"© OpenStreetMap contributors\").",
+    },
+    Setting {
+        key: "console.streets_file",
+        doc: "GeoJSON LineStrings drawn as the base map when neither style nor tiles are set (the demo writes its street network there).",
+    },
+    Setting {
+        key: "console.communes_file",
+        doc: "GeoJSON Polygons of the communes (properties id and name), drawn as boundaries on the map.",
+    },
+    Setting {
+        key: "console.stale_after_minutes",
+        doc: "An asset whose newest observation is older than this shows as 'no recent data'.",
+    },
+    Setting {
+        key: "console.stale_after_by_type",
+        doc: "Per entity type, minutes of silence before 'no recent data', for equipment that reports rarely.",
+    },
+    Setting {
+        key: "console.cluster_below_zoom",
+        doc: "Below this map zoom, nearby assets are grouped server-side into clusters; at or above it every asset is drawn.",
+    },
+    Setting {
+        key: "console.live_interval_ms",
+        doc: "How often each open console receives the changes gathered since the last delivery (server-sent events).",
     },
     Setting {
         key: "tls.cert_file",

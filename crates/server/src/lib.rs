@@ -4,6 +4,7 @@
 pub mod api;
 pub mod audit;
 pub mod config;
+pub mod console;
 pub mod contexts;
 mod http;
 pub mod ingest;
@@ -285,6 +286,8 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
         security: Arc::clone(&security),
         audit: Arc::clone(&audit),
         sso,
+        console: Arc::new(console::Console::load(&config.console)?),
+        stop: stop.clone(),
     };
     let http_addr = http.local_addr()?;
     let app = api::hardening::harden(api::router(state, extra), tls.is_some(), &config.http);

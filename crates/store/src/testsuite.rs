@@ -334,6 +334,7 @@ async fn accounts_credentials_and_sessions(store: &dyn Store) {
         created_at: now,
         password_changed_at: Some(now),
         last_login_at: None,
+        language: None,
     };
     store.put_account(&alice).await.expect("put account");
     alice.failed_logins = 3;

@@ -33,6 +33,10 @@ pub struct DemoArgs {
     /// Simulated seconds per real second (1 = real time).
     #[arg(long, default_value_t = 1.0)]
     speed: f64,
+    /// Street lights in the simulated city (Dijon Métropole has 34,000);
+    /// the rest of the equipment keeps its Dijon-scale counts.
+    #[arg(long, default_value_t = CityConfig::default().streetlights)]
+    streetlights: usize,
 }
 
 #[derive(Clone)]
@@ -162,9 +166,31 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> anyhow::Result<()> 
 
     let city_config = CityConfig {
         seed: args.seed,
+        streetlights: args.streetlights,
+        // A new demo city starts with every asset freshly heard from.
+        commissioned: jiff::Timestamp::now(),
         ..CityConfig::default()
     };
     let city = City::generate(&city_config);
+    // The console's base map: the simulated streets and communes (no tiles
+    // to download, so the demo works offline like a control room).
+    std::fs::create_dir_all(&args.data).with_context(|| format!("cannot create {}", args.data.display()))?;
+    for (file, geojson, setting) in [
+        (
+            "streets.geojson",
+            city.streets_geojson(),
+            &mut config.console.streets_file,
+        ),
+        (
+            "communes.geojson",
+            city.communes_geojson(),
+            &mut config.console.communes_file,
+        ),
+    ] {
+        let path = args.data.join(file);
+        std::fs::write(&path, geojson.to_string()).with_context(|| format!("cannot write {}", path.display()))?;
+        *setting = path.display().to_string();
+    }
     let (fault_tx, fault_rx) = mpsc::channel(64);
     let desk = FaultDesk {
         city: Arc::new(City::generate(&city_config)),
@@ -209,6 +235,7 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> anyhow::Result<()> 
     let http = running.http_addr;
     println!(
         "\nVigie demo: a simulated Dijon Métropole ({} entities) is live after {:.1} s.\n\
+         \n  Console    http://{http}/console\
          \n  Log in     http://{http}/auth/login  {}\
          \n  Token      export VIGIE_TOKEN={}   (administrator, this run only)\
          \n  Entities   curl -H \"Authorization: Bearer $VIGIE_TOKEN\" 'http://{http}/ngsi-ld/v1/entities?type=Streetlight&limit=5'\

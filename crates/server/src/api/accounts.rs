@@ -263,9 +263,10 @@ async fn login(
             let mut res = if json {
                 Json(session_json(&account, &session)).into_response()
             } else {
+                // Logged in with the form: straight to the console.
                 let mut r = StatusCode::SEE_OTHER.into_response();
                 r.headers_mut()
-                    .insert(header::LOCATION, HeaderValue::from_static("/auth/login"));
+                    .insert(header::LOCATION, HeaderValue::from_static("/console"));
                 r.headers_mut()
                     .append(header::SET_COOKIE, s.security.cookie_header(LOGIN_CSRF_COOKIE, None, 0));
                 r

@@ -6,7 +6,7 @@ mod audit;
 mod devices;
 pub mod error;
 pub mod hardening;
-mod ngsi;
+pub(crate) mod ngsi;
 mod ops;
 mod sso;
 
@@ -46,6 +46,10 @@ pub struct AppState {
     pub contexts: Arc<crate::contexts::Contexts>,
     /// OpenID Connect single sign-on, when `[sso]` enables it.
     pub sso: Option<Arc<crate::security::oidc::Oidc>>,
+    /// The operator console's base map.
+    pub console: Arc<crate::console::Console>,
+    /// Cancelled at shutdown: long-lived answers (server-sent events) end.
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 /// Vigie's routes: the protected ones (and `extra`, e.g. the demo's) behind
@@ -68,6 +72,7 @@ pub fn router(state: AppState, extra: Router) -> Router {
         .merge(ngsi::public_routes())
         .merge(accounts::public_routes())
         .merge(sso::public_routes())
+        .merge(crate::console::routes(&state))
         .with_state(state)
         .merge(extra)
         // Timeouts, panics and the rest of the hardening wrap the whole

@@ -260,6 +260,7 @@ impl Security {
             created_at: now,
             password_changed_at: Some(now),
             last_login_at: None,
+            language: None,
         };
         self.store.put_account(&account).await?;
         self.cache_account(account.clone());
@@ -379,6 +380,7 @@ impl Security {
                 created_at: now,
                 password_changed_at: None,
                 last_login_at: None,
+                language: None,
             },
         };
         if account.disabled {

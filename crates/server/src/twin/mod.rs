@@ -100,9 +100,27 @@ impl Catalog {
     }
 }
 
-#[derive(Default)]
+/// One committed batch as the live feed carries it: each entity's new state,
+/// `None` for a deletion.
+pub type Committed = Arc<[(EntityId, Option<Arc<Entity>>)]>;
+
+/// Batches the live feed holds for a slow reader before it lags (and then
+/// resynchronises from the twin).
+const FEED_CAPACITY: usize = 1024;
+
 pub struct Twin {
     state: RwLock<State>,
+    /// Every commit, for live views (the console's server-sent events).
+    feed: tokio::sync::broadcast::Sender<Committed>,
+}
+
+impl Default for Twin {
+    fn default() -> Self {
+        Self {
+            state: RwLock::default(),
+            feed: tokio::sync::broadcast::channel(FEED_CAPACITY).0,
+        }
+    }
 }
 
 fn location(e: &Entity) -> Option<[f64; 2]> {
@@ -130,6 +148,7 @@ impl Twin {
                 spatial: RTree::bulk_load(located),
                 catalog,
             }),
+            ..Self::default()
         }
     }
 
@@ -151,6 +170,18 @@ impl Twin {
 
     /// Applies committed changes: `Some` is the entity's new state, `None` a deletion.
     pub fn commit(&self, changes: impl IntoIterator<Item = (EntityId, Option<Arc<Entity>>)>) {
+        let changes: Committed = changes.into_iter().collect();
+        self.apply(changes.iter().cloned());
+        // No live view listening is the common case, not an error.
+        let _ = self.feed.send(changes);
+    }
+
+    /// Every commit from now on, in commit order.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Committed> {
+        self.feed.subscribe()
+    }
+
+    fn apply(&self, changes: impl IntoIterator<Item = (EntityId, Option<Arc<Entity>>)>) {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         let State {
             entities,
@@ -251,6 +282,36 @@ impl Twin {
             entities: page,
             total: count.then_some(matched),
         }
+    }
+
+    /// Visits every located entity in the lon/lat rectangle, in no order,
+    /// under one read lock (keep `visit` short: commits wait for it).
+    pub fn for_each_in(&self, min: [f64; 2], max: [f64; 2], visit: &mut dyn FnMut(&Entity, [f64; 2])) {
+        let state = self.read();
+        for located in state
+            .spatial
+            .locate_in_envelope_intersecting(&AABB::from_corners(min, max))
+        {
+            if let Some(e) = state.entities.get(&located.data) {
+                visit(e, *located.geom());
+            }
+        }
+    }
+
+    /// Visits every entity, in id order, under one read lock.
+    pub fn for_each(&self, visit: &mut dyn FnMut(&Entity)) {
+        for e in self.read().entities.values() {
+            visit(e);
+        }
+    }
+
+    /// The lon/lat rectangle around every located entity, if any.
+    pub fn extent(&self) -> Option<([f64; 2], [f64; 2])> {
+        let state = self.read();
+        (state.spatial.size() > 0).then(|| {
+            let envelope = state.spatial.root().envelope();
+            (envelope.lower(), envelope.upper())
+        })
     }
 
     /// Distinct entity types with their counts (for the overview and discovery).

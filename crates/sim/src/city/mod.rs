@@ -1,6 +1,7 @@
 //! The simulated city: communes, streets and equipment, generated
 //! deterministically from a seed (same seed, byte-identical city).
 
+mod basemap;
 mod communes;
 mod equipment;
 mod provisioning;

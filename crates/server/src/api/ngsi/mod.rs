@@ -258,7 +258,7 @@ fn visible(s: &AppState, caller: &Caller, tenant: &Tenant, id: &EntityId) -> Res
 }
 
 /// Every read of personal data (CCTV by default) is audited.
-async fn audit_personal_read(s: &AppState, caller: &Caller, entity: &Entity) -> Result<(), ApiError> {
+pub(crate) async fn audit_personal_read(s: &AppState, caller: &Caller, entity: &Entity) -> Result<(), ApiError> {
     if s.security.is_personal(entity.scope.as_ref()) {
         s.audit
             .record(vigie_core::audit::AuditEvent {

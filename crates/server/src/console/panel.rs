@@ -1,0 +1,303 @@
+//! The equipment panel: one asset's attributes with their units and times,
+//! its relations both ways (a cabinet and its lights, a light and its
+//! group), its recent state changes, and the chart of its measures (drawn
+//! by console.js from the temporal API).
+
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use vigie_core::{AttributeKind, Entity, EntityId, Timestamp};
+use vigie_store::HistorySelection;
+
+use super::{Sight, Viewer, display_name, render};
+use crate::api::{ApiError, AppState};
+use crate::security::Caller;
+
+/// Most related assets listed (the count says how many there are).
+const MAX_RELATED: usize = 50;
+/// Most recent state changes listed.
+const RECENT_EVENTS: usize = 10;
+/// Attributes whose changes are the asset's events.
+const STATE_ATTRIBUTES: [&str; 4] = ["status", "deviceState", "powerState", "workingMode"];
+/// Most measures offered for the chart.
+const MAX_CHARTED: usize = 6;
+
+pub(super) struct Row {
+    name: String,
+    value: String,
+    unit: &'static str,
+    observed: String,
+}
+
+pub(super) struct Related {
+    id: String,
+    name: String,
+    via: String,
+}
+
+pub(super) struct Event {
+    at: String,
+    attribute: String,
+    value: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/panel.html")]
+struct Panel {
+    viewer: Viewer,
+    id: String,
+    name: String,
+    entity_type: String,
+    commune: String,
+    status: &'static str,
+    status_label: &'static str,
+    rows: Vec<Row>,
+    related: Vec<Related>,
+    related_total: usize,
+    events: Vec<Event>,
+    /// Numeric measures the chart can draw, comma-separated.
+    charted: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/panel_missing.html")]
+struct Missing {
+    viewer: Viewer,
+}
+
+/// `GET /console/equipment/{id}`: the panel, an htmx fragment.
+pub async fn panel(
+    State(s): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.check(vigie_core::Action::ReadEntities)?;
+    let viewer = Viewer::of(&s, &caller, &headers).await;
+    let sight = Sight::new(&s, &caller);
+    let Some(entity) = s.twin.get(&id).filter(|e| sight.sees(e)) else {
+        // Out of sight reads exactly like missing.
+        let mut res = render(&Missing { viewer });
+        *res.status_mut() = StatusCode::NOT_FOUND;
+        return Ok(res);
+    };
+    crate::api::ngsi::audit_personal_read(&s, &caller, &entity).await?;
+    let status = sight.status(&entity);
+    let (related, related_total) = relations(&s, &sight, &entity);
+    let events = recent_events(&s, &entity.id).await;
+    let charted: Vec<&str> = entity
+        .attributes
+        .iter()
+        .filter(|(_, a)| a.value.is_number() && a.observed_at.is_some())
+        .map(|(name, _)| name.as_str())
+        .take(MAX_CHARTED)
+        .collect();
+    let commune = entity
+        .scope
+        .as_ref()
+        .map_or_else(String::new, |sc| s.console.commune_name(sc.commune.as_str()).to_owned());
+    let texts = viewer.texts;
+    Ok(render(&Panel {
+        id: entity.id.to_string(),
+        name: display_name(&entity),
+        entity_type: entity.entity_type.clone(),
+        commune,
+        status: status.as_str(),
+        status_label: texts.status(status),
+        rows: rows(&entity),
+        related,
+        related_total,
+        events,
+        charted: charted.join(","),
+        viewer,
+    })
+    .into_response())
+}
+
+fn rows(e: &Entity) -> Vec<Row> {
+    e.attributes
+        .iter()
+        .filter(|(name, a)| a.kind != AttributeKind::GeoProperty && name.as_str() != "name")
+        .map(|(name, a)| Row {
+            name: name.clone(),
+            value: show(&a.value),
+            unit: a.unit_code.as_deref().map_or("", unit_symbol),
+            observed: a.observed_at.map(local_time).unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// A value as an operator reads it: text as is, numbers rounded, objects
+/// as their members, shortened.
+fn show(v: &Value) -> String {
+    let text = match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() => format!("{}", (f * 1000.0).round() / 1000.0),
+            _ => n.to_string(),
+        },
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", show(v)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        Value::Array(items) => items.iter().map(show).collect::<Vec<_>>().join(", "),
+        other => other.to_string(),
+    };
+    if text.chars().count() > 160 {
+        text.chars().take(159).chain(std::iter::once('…')).collect()
+    } else {
+        text
+    }
+}
+
+/// The symbol of a UN/CEFACT unit code the city's equipment uses.
+fn unit_symbol(code: &str) -> &'static str {
+    match code {
+        "WTT" => "W",
+        "KWT" => "kW",
+        "KWH" => "kWh",
+        "VLT" => "V",
+        "AMP" => "A",
+        "MTR" => "m",
+        "CEL" => "°C",
+        "KMH" => "km/h",
+        "MTS" => "m/s",
+        "P1" => "%",
+        "LUX" => "lx",
+        "HUR" => "h",
+        "MIN" => "min",
+        "SEC" => "s",
+        "GQ" => "µg/m³",
+        "A97" => "hPa",
+        "MMT" => "mm",
+        "KGM" => "kg",
+        "E30" => "veh/h",
+        _ => "",
+    }
+}
+
+/// A time as the control room reads it: Paris time, to the second.
+fn local_time(t: Timestamp) -> String {
+    t.in_tz("Europe/Paris")
+        .map(|z| z.strftime("%d/%m %H:%M:%S").to_string())
+        .unwrap_or_else(|_| t.to_string())
+}
+
+/// The ids an attribute points to (Relationship, ListRelationship).
+fn targets(a: &vigie_core::Attribute) -> Vec<&str> {
+    match a.kind {
+        AttributeKind::Relationship => a.value.as_str().into_iter().collect(),
+        AttributeKind::ListRelationship => a
+            .value
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|i| i.get("object").and_then(Value::as_str).or_else(|| i.as_str()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+/// What the asset points to, then what points to it (a cabinet's lights),
+/// in the caller's sight, at most [`MAX_RELATED`] with the total.
+fn relations(s: &AppState, sight: &Sight<'_>, e: &Entity) -> (Vec<Related>, usize) {
+    let mut related = Vec::new();
+    let mut total = 0;
+    for (name, a) in e.attributes.iter() {
+        for target in targets(a) {
+            if let Some(t) = s.twin.get(target).filter(|t| sight.sees(t)) {
+                total += 1;
+                if related.len() < MAX_RELATED {
+                    related.push(Related {
+                        id: t.id.to_string(),
+                        name: display_name(&t),
+                        via: name.clone(),
+                    });
+                }
+            }
+        }
+    }
+    let me = e.id.as_str();
+    s.twin.for_each(&mut |other| {
+        if other.id.as_str() == me || !sight.sees(other) {
+            return;
+        }
+        if let Some((name, _)) = other.attributes.iter().find(|(_, a)| targets(a).contains(&me)) {
+            total += 1;
+            if related.len() < MAX_RELATED {
+                related.push(Related {
+                    id: other.id.to_string(),
+                    name: display_name(other),
+                    via: format!("← {name}"),
+                });
+            }
+        }
+    });
+    (related, total)
+}
+
+/// The asset's latest state changes, newest first; none when the history
+/// cannot be read (the panel still shows, and the failure is logged).
+async fn recent_events(s: &AppState, id: &EntityId) -> Vec<Event> {
+    let selection = HistorySelection {
+        entity_ids: vec![id.clone()],
+        attributes: Some(STATE_ATTRIBUTES.iter().map(|a| (*a).to_owned()).collect()),
+        from: None,
+        to: None,
+    };
+    let range = match s
+        .store
+        .history_range(&selection, Some(RECENT_EVENTS), RECENT_EVENTS)
+        .await
+    {
+        Ok(range) => range,
+        Err(e) => {
+            tracing::warn!(entity = %id, error = %e, "the panel cannot read the asset's recent events");
+            return Vec::new();
+        }
+    };
+    let mut events: Vec<(Timestamp, Event)> = range
+        .entities
+        .into_iter()
+        .flat_map(|h| h.attributes)
+        .flat_map(|a| {
+            let name = a.name;
+            a.instances.into_iter().map(move |i| {
+                (
+                    i.observed_at,
+                    Event {
+                        at: local_time(i.observed_at),
+                        attribute: name.clone(),
+                        value: show(&i.value),
+                    },
+                )
+            })
+        })
+        .collect();
+    events.sort_by_key(|e| std::cmp::Reverse(e.0));
+    events.truncate(RECENT_EVENTS);
+    events.into_iter().map(|(_, e)| e).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_read_like_an_operator_expects() {
+        assert_eq!(show(&serde_json::json!(12.345678)), "12.346");
+        assert_eq!(show(&serde_json::json!(42)), "42");
+        assert_eq!(
+            show(&serde_json::json!({"streetAddress": "3 rue X", "postalCode": "21000"})),
+            "streetAddress: 3 rue X, postalCode: 21000"
+        );
+        assert_eq!(show(&serde_json::json!("x".repeat(500))).chars().count(), 160);
+        assert_eq!(unit_symbol("WTT"), "W");
+    }
+}
