@@ -50,36 +50,76 @@ const OFFLINE_WORDS: [&str; 5] = ["offline", "nosignal", "disconnected", "unreac
 /// Fragments of a state value meaning a fault, compared in lowercase.
 const FAULT_FRAGMENTS: [&str; 7] = ["fault", "defect", "broken", "error", "fail", "malfunction", "damaged"];
 
-/// Classifies `e` at `now`: a fault or a lost link first (what the equipment
-/// says), then silence (observations older than `stale_after`), then dimming.
-/// Entities that never observe anything (a group, a static asset) are never
-/// stale.
-pub fn classify(e: &Entity, now: Timestamp, stale_after: jiff::SignedDuration) -> AssetStatus {
+/// What an asset's state is made of, read once from its attributes when it
+/// changes (reading attributes is what costs, by the hundred thousand), and
+/// turned into a status at any instant by [`Condition::status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Condition {
+    /// Fault or offline, as the equipment says.
+    said: Option<AssetStatus>,
+    dimmed: bool,
+    /// The newest observation of any attribute.
+    newest: Option<Timestamp>,
+}
+
+impl Condition {
+    pub fn of(e: &Entity) -> Self {
+        Self {
+            said: said(e),
+            dimmed: dimmed(e),
+            newest: e.attributes.values().filter_map(|a| a.observed_at).max(),
+        }
+    }
+
+    /// A fault or a lost link first (what the equipment says), then silence
+    /// (observations older than `stale_after`), then dimming. Entities that
+    /// never observe anything (a group, a static asset) are never stale.
+    pub fn status(&self, now: Timestamp, stale_after: jiff::SignedDuration) -> AssetStatus {
+        if let Some(said) = self.said {
+            return said;
+        }
+        if self
+            .newest
+            .is_some_and(|newest| now.duration_since(newest) > stale_after)
+        {
+            return AssetStatus::Stale;
+        }
+        if self.dimmed {
+            return AssetStatus::Dimmed;
+        }
+        AssetStatus::Working
+    }
+}
+
+fn said(e: &Entity) -> Option<AssetStatus> {
     for name in STATE_ATTRIBUTES {
         let Some(state) = e.attributes.get(name).and_then(|a| a.value.as_str()) else {
             continue;
         };
+        if state == "ok" {
+            continue;
+        }
         let state = state.to_ascii_lowercase();
         if OFFLINE_WORDS.contains(&state.as_str()) {
-            return AssetStatus::Offline;
+            return Some(AssetStatus::Offline);
         }
         if FAULT_FRAGMENTS.iter().any(|f| state.contains(f)) {
-            return AssetStatus::Fault;
+            return Some(AssetStatus::Fault);
         }
     }
-    let newest = e.attributes.values().filter_map(|a| a.observed_at).max();
-    if let Some(newest) = newest
-        && now.duration_since(newest) > stale_after
-    {
-        return AssetStatus::Stale;
-    }
-    // Lights say "low", or "on" with a level below 1.
+    None
+}
+
+/// Lights say "low", or "on" with a level below 1.
+fn dimmed(e: &Entity) -> bool {
     let power = e.attributes.get("powerState").and_then(|a| a.value.as_str());
     let level = e.attributes.get("illuminanceLevel").and_then(|a| a.value.as_f64());
-    if power == Some("low") || (power == Some("on") && level.is_some_and(|l| l > 0.0 && l < 1.0)) {
-        return AssetStatus::Dimmed;
-    }
-    AssetStatus::Working
+    power == Some("low") || (power == Some("on") && level.is_some_and(|l| l > 0.0 && l < 1.0))
+}
+
+/// Classifies `e` at `now` (see [`Condition::status`]).
+pub fn classify(e: &Entity, now: Timestamp, stale_after: jiff::SignedDuration) -> AssetStatus {
+    Condition::of(e).status(now, stale_after)
 }
 
 #[cfg(test)]

@@ -37,9 +37,13 @@ if (mapElement) {
 }
 
 async function startMap(element) {
+  const config = JSON.parse(element.dataset.config);
+  // The first view is asked for while the browser is still compiling the
+  // map library (the slowest step on a modest control-room PC).
+  const early = config.extent ? initialView(config.extent, element) : null;
+  const earlyData = early ? fetch(`/console/api/map?${early.params}`).then((r) => (r.ok ? r.json() : null)) : null;
   const maplibregl = await import('/console/assets/vendor/maplibre-gl/maplibre-gl.mjs');
   maplibregl.setWorkerUrl('/console/assets/vendor/maplibre-gl/maplibre-gl-worker.mjs');
-  const config = JSON.parse(element.dataset.config);
   const statusColor = ['match', ['get', 's'], ...Object.entries(COLORS).flat(), COLORS.working];
 
   const map = new maplibregl.Map({
@@ -72,6 +76,11 @@ async function startMap(element) {
     openPanel,
   };
 
+  // The first view's data: the early answer when the map framed the city
+  // as predicted, else asked now (while the map loads its style).
+  let inflight = null;
+  const firstView =
+    earlyData && Math.abs(map.getZoom() - early.zoom) < 0.01 ? earlyData.catch(() => fetchView()) : fetchView();
   await new Promise((resolve) => map.once('load', resolve));
   map.addSource('assets', { type: 'geojson', data: collection });
   map.addLayer({
@@ -108,8 +117,8 @@ async function startMap(element) {
   });
 
   // --- data in view -------------------------------------------------------
-  let inflight = null;
-  async function refresh() {
+  // The assets in the current view, from the server (clustered there).
+  async function fetchView() {
     inflight?.abort();
     const controller = new AbortController();
     inflight = controller;
@@ -122,18 +131,29 @@ async function startMap(element) {
     if (lines !== null) params.set('lines', lines.length ? lines.join(',') : '-');
     const commune = document.getElementById('commune')?.value;
     if (commune) params.set('commune', commune);
+    const response = await fetch(`/console/api/map?${params}`, { signal: controller.signal });
+    if (response.status === 401) {
+      window.location.assign('/auth/login');
+      return null;
+    }
+    if (!response.ok) throw new Error(`map data: HTTP ${response.status}`);
+    return response.json();
+  }
+
+  function applyView(data) {
+    if (!data) return;
+    collection = data;
+    total = data.total;
+    points.clear();
+    for (const f of data.features) if (f.properties.id) points.set(f.properties.id, f);
+    map.getSource('assets').setData(collection);
+    showTotal();
+    drawClusterCounts();
+  }
+
+  async function refresh() {
     try {
-      const response = await fetch(`/console/api/map?${params}`, { signal: controller.signal });
-      if (response.status === 401) return window.location.assign('/auth/login');
-      if (!response.ok) throw new Error(`map data: HTTP ${response.status}`);
-      const data = await response.json();
-      collection = data;
-      total = data.total;
-      points.clear();
-      for (const f of data.features) if (f.properties.id) points.set(f.properties.id, f);
-      map.getSource('assets').setData(collection);
-      showTotal();
-      drawClusterCounts();
+      applyView(await fetchView());
     } catch (error) {
       if (error.name !== 'AbortError') console.error('Vigie:', error);
     }
@@ -197,6 +217,7 @@ async function startMap(element) {
     let touched = false;
     let clusterChanged = false;
     for (const c of changes) {
+      if (c.id === selected) refreshPanelSoon();
       const known = points.get(c.id);
       if (c.gone) {
         if (known) {
@@ -277,6 +298,26 @@ async function startMap(element) {
     drawChart(panel.querySelector('.chart'), 'PT24H');
   }
 
+  // The open panel follows its asset live: the state, attributes and events
+  // are re-read (at most every 2 s) and swapped in place; the chart stays.
+  let panelTimer = null;
+  function refreshPanelSoon() {
+    if (panelTimer) return;
+    panelTimer = setTimeout(async () => {
+      panelTimer = null;
+      const id = selected;
+      if (!id || panel.hidden) return;
+      const response = await fetch(`/console/equipment/${encodeURIComponent(id)}`);
+      if (!response.ok || id !== selected) return;
+      const fresh = new DOMParser().parseFromString(await response.text(), 'text/html');
+      for (const part of ['.badge', '.attrs tbody', '.events-section']) {
+        const now = panel.querySelector(part);
+        const next = fresh.querySelector(part);
+        if (now && next) now.replaceWith(document.adoptNode(next));
+      }
+    }, 2000);
+  }
+
   function closePanel() {
     panel.hidden = true;
     delete panel.dataset.entity;
@@ -337,12 +378,22 @@ async function startMap(element) {
     results.querySelector('button')?.focus();
   });
 
-  await refresh();
+  try {
+    applyView(await firstView);
+  } catch (error) {
+    if (error.name !== 'AbortError') console.error('Vigie:', error);
+  }
   connect();
+  // Silence produces no event: re-read the view each minute so assets that
+  // stopped reporting turn grey ("no recent data") on their own.
+  setInterval(refresh, 60000);
   map.once('idle', () => {
     // Navigation to a usable map, for the benchmark (performance.now() counts from navigation start).
     window.vigie.readyAt = performance.now();
     document.body.dataset.mapReady = '1';
+    // The demo's street network (megabytes of GeoJSON for a big city) comes
+    // second, under the assets: the equipment is what the operator needs first.
+    if (config.streets) addStreets(map, config);
   });
   map.triggerRepaint();
 }
@@ -363,15 +414,6 @@ function baseStyle(maplibregl, config) {
     }
     layers.push({ id: 'base', type: 'raster', source: 'base', paint: { 'raster-saturation': -0.6, 'raster-brightness-max': 0.55 } });
   }
-  if (config.streets) {
-    sources.streets = { type: 'geojson', data: '/console/basemap/streets.geojson', attribution: config.attribution };
-    layers.push({
-      id: 'streets',
-      type: 'line',
-      source: 'streets',
-      paint: { 'line-color': '#30363d', 'line-width': ['interpolate', ['linear'], ['zoom'], 10, 0.4, 14, 1.5, 18, 6] },
-    });
-  }
   if (config.communes) {
     sources.communes = { type: 'geojson', data: '/console/basemap/communes.geojson' };
     layers.push({
@@ -382,6 +424,43 @@ function baseStyle(maplibregl, config) {
     });
   }
   return { version: 8, sources, layers };
+}
+
+// The view MapLibre frames for `bounds` with 40 px of padding (its
+// fitBounds on 512 px Web Mercator tiles), as map-data parameters.
+function initialView([[west, south], [east, north]], element) {
+  const x = (lon) => (lon + 180) / 360;
+  const y = (lat) => {
+    const s = Math.sin((Math.max(Math.min(lat, 85.051129), -85.051129) * Math.PI) / 180);
+    return 0.5 - Math.log((1 + s) / (1 - s)) / (4 * Math.PI);
+  };
+  const lon = (vx) => vx * 360 - 180;
+  const lat = (vy) => (Math.atan(Math.sinh(Math.PI * (1 - 2 * vy))) * 180) / Math.PI;
+  const width = element.clientWidth;
+  const height = element.clientHeight;
+  const padding = 40;
+  const dx = x(east) - x(west);
+  const dy = y(south) - y(north);
+  const zoom = Math.min(Math.log2((width - 2 * padding) / (512 * dx)), Math.log2((height - 2 * padding) / (512 * dy)));
+  const world = 512 * 2 ** zoom;
+  const cx = (x(west) + x(east)) / 2;
+  const cy = (y(north) + y(south)) / 2;
+  const bbox = [lon(cx - width / 2 / world), lat(cy + height / 2 / world), lon(cx + width / 2 / world), lat(cy - height / 2 / world)];
+  const params = new URLSearchParams({ bbox: bbox.map((v) => v.toFixed(6)).join(','), zoom: zoom.toFixed(2) });
+  return { zoom, params };
+}
+
+function addStreets(map, config) {
+  map.addSource('streets', { type: 'geojson', data: '/console/basemap/streets.geojson', attribution: config.attribution, maxzoom: 15 });
+  map.addLayer(
+    {
+      id: 'streets',
+      type: 'line',
+      source: 'streets',
+      paint: { 'line-color': '#30363d', 'line-width': ['interpolate', ['linear'], ['zoom'], 10, 0.4, 14, 1.5, 18, 6] },
+    },
+    map.getLayer('communes') ? 'communes' : 'clusters',
+  );
 }
 
 async function drawChart(container, range) {

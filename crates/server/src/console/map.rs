@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use axum::Json;
 use axum::extract::State;
 use serde_json::{Map, Value, json};
-use vigie_core::Entity;
+use vigie_core::Scope;
 use vigie_core::status::AssetStatus;
 
 use super::Sight;
@@ -130,32 +130,48 @@ impl Grid {
         }
     }
 
-    pub fn add(&mut self, asset: MapAsset) {
+    /// Adds an asset at `at` in state `status`; `asset` builds its feature
+    /// only when it is drawn alone (most assets far out only count).
+    pub fn add(&mut self, at: [f64; 2], status: AssetStatus, asset: impl FnOnce() -> MapAsset) {
         if !self.cluster {
             if self.points.len() < MAX_POINTS {
-                self.points.push(asset);
+                self.points.push(asset());
                 return;
             }
             // Too many for single points: cluster everything from here on.
             self.cluster = true;
             for p in std::mem::take(&mut self.points) {
-                self.add_to_cell(p);
+                let (at, status) = (p.at, p.status);
+                self.add_to_cell(at, status, || p);
             }
         }
-        self.add_to_cell(asset);
+        self.add_to_cell(at, status, asset);
     }
 
-    fn add_to_cell(&mut self, asset: MapAsset) {
-        let (x, y) = mercator(asset.at);
+    fn add_to_cell(&mut self, at: [f64; 2], status: AssetStatus, asset: impl FnOnce() -> MapAsset) {
+        let (x, y) = mercator(at);
         let n = self.cells_per_side;
         let key = ((x * n).clamp(0.0, n - 1.0) as u32, (y * n).clamp(0.0, n - 1.0) as u32);
         let cell = self.cells.entry(key).or_default();
         cell.count += 1;
-        cell.sum[0] += asset.at[0];
-        cell.sum[1] += asset.at[1];
-        cell.by_status[asset.status.index()] += 1;
+        cell.sum[0] += at[0];
+        cell.sum[1] += at[1];
+        cell.by_status[status.index()] += 1;
         if cell.first.is_none() {
-            cell.first = Some(asset);
+            cell.first = Some(asset());
+        }
+    }
+
+    /// Names the assets drawn alone (clusters need none).
+    pub fn name(&mut self, name_of: &dyn Fn(&str) -> String) {
+        let singles = self.points.iter_mut().chain(
+            self.cells
+                .values_mut()
+                .filter(|c| c.count == 1)
+                .filter_map(|c| c.first.as_mut()),
+        );
+        for asset in singles {
+            asset.name = name_of(&asset.id);
         }
     }
 
@@ -208,8 +224,7 @@ impl LayerFilter {
         }
     }
 
-    pub fn keeps(&self, e: &Entity) -> bool {
-        let scope = e.scope.as_ref();
+    pub fn keeps(&self, scope: Option<&Scope>) -> bool {
         let line = scope.map_or("", |s| s.business_line.as_str());
         let commune = scope.map_or("", |s| s.commune.as_str());
         self.lines.as_ref().is_none_or(|ls| ls.iter().any(|l| l == line))
@@ -233,11 +248,16 @@ pub async fn features(State(s): State<AppState>, caller: Caller, params: Params)
     let filter = LayerFilter::from_params(&params);
     let sight = Sight::new(&s, &caller);
     let mut grid = Grid::new(zoom, s.config.console.cluster_below_zoom);
-    s.twin.for_each_in(bbox.min, bbox.max, &mut |e, at| {
-        if filter.keeps(e) && sight.sees(e) {
-            grid.add(sight.asset(e, at));
+    s.twin.for_each_in(bbox.min, bbox.max, &mut |g| {
+        let scope = g.scope.as_deref();
+        if filter.keeps(scope) && sight.sees_scope(scope) {
+            let status = sight.glance_status(g);
+            grid.add(g.at, status, || sight.glance_asset(g, status));
         }
     });
+    // Names only for what is drawn alone, read after the walk (the twin's
+    // lock is not re-entered).
+    grid.name(&|id| s.twin.get(id).map(|e| super::display_name(&e)).unwrap_or_default());
     let (features, total) = grid.into_features();
     Ok(Json(
         json!({"type": "FeatureCollection", "total": total, "features": features}),
@@ -247,6 +267,10 @@ pub async fn features(State(s): State<AppState>, caller: Caller, params: Params)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn add(grid: &mut Grid, n: u32, at: [f64; 2], status: AssetStatus) {
+        grid.add(at, status, || asset(n, at, status));
+    }
 
     fn asset(n: u32, at: [f64; 2], status: AssetStatus) -> MapAsset {
         MapAsset {
@@ -279,9 +303,9 @@ mod tests {
             } else {
                 AssetStatus::Working
             };
-            grid.add(asset(n, [5.04 + f64::from(n % 10) * 1e-4, 47.32], status));
+            add(&mut grid, n, [5.04 + f64::from(n % 10) * 1e-4, 47.32], status);
         }
-        grid.add(asset(9999, [5.30, 47.50], AssetStatus::Working));
+        add(&mut grid, 9999, [5.30, 47.50], AssetStatus::Working);
         let (features, total) = grid.into_features();
         assert_eq!(total, 1001);
         assert_eq!(features.len(), 2, "one cluster and one lone asset");
@@ -303,14 +327,14 @@ mod tests {
     fn close_up_every_asset_is_its_own_point_until_the_cap() {
         let mut grid = Grid::new(17.0, 16);
         for n in 0..100 {
-            grid.add(asset(n, [5.04, 47.32], AssetStatus::Working));
+            add(&mut grid, n, [5.04, 47.32], AssetStatus::Working);
         }
         let (features, total) = grid.into_features();
         assert_eq!((features.len(), total), (100, 100));
 
         let mut grid = Grid::new(17.0, 16);
         for n in 0..(MAX_POINTS as u32 + 1) {
-            grid.add(asset(n, [5.0 + f64::from(n) * 1e-5, 47.32], AssetStatus::Working));
+            add(&mut grid, n, [5.0 + f64::from(n) * 1e-5, 47.32], AssetStatus::Working);
         }
         let (features, total) = grid.into_features();
         assert_eq!(total, MAX_POINTS + 1);

@@ -36,6 +36,7 @@ use vigie_core::{Entity, Principal, Timestamp};
 use crate::api::{ApiError, AppState};
 use crate::config::ConsoleConfig;
 use crate::security::{Caller, Security};
+use crate::twin::Glance;
 use i18n::Texts;
 use map::MapAsset;
 
@@ -189,17 +190,30 @@ impl<'a> Sight<'a> {
     }
 
     pub fn sees(&self, e: &Entity) -> bool {
-        self.everything || self.security.sees(self.principal, e.scope.as_ref())
+        self.sees_scope(e.scope.as_ref())
     }
 
-    pub fn status(&self, e: &Entity) -> AssetStatus {
+    pub fn sees_scope(&self, scope: Option<&vigie_core::Scope>) -> bool {
+        self.everything || self.security.sees(self.principal, scope)
+    }
+
+    fn stale_after(&self, entity_type: &str) -> jiff::SignedDuration {
         let minutes = self
             .config
             .stale_after_by_type
-            .get(&e.entity_type)
+            .get(entity_type)
             .copied()
             .unwrap_or(self.config.stale_after_minutes);
-        classify(e, self.now, jiff::SignedDuration::from_mins(i64::from(minutes)))
+        jiff::SignedDuration::from_mins(i64::from(minutes))
+    }
+
+    pub fn status(&self, e: &Entity) -> AssetStatus {
+        classify(e, self.now, self.stale_after(&e.entity_type))
+    }
+
+    /// A located asset's status from its glance (no attribute read).
+    pub fn glance_status(&self, g: &Glance) -> AssetStatus {
+        g.condition.status(self.now, self.stale_after(&g.entity_type))
     }
 
     pub fn asset(&self, e: &Entity, at: [f64; 2]) -> MapAsset {
@@ -213,6 +227,21 @@ impl<'a> Sight<'a> {
             status: self.status(e),
             name: display_name(e),
             at,
+        }
+    }
+
+    /// The asset of a glance, without its name (see [`map::Grid::name`]).
+    pub fn glance_asset(&self, g: &Glance, status: AssetStatus) -> MapAsset {
+        MapAsset {
+            id: g.id.to_string(),
+            entity_type: g.entity_type.to_string(),
+            line: g
+                .scope
+                .as_ref()
+                .map_or_else(String::new, |s| s.business_line.to_string()),
+            status,
+            name: String::new(),
+            at: g.at,
         }
     }
 }

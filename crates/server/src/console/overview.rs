@@ -15,6 +15,7 @@ use vigie_core::status::AssetStatus;
 use super::{Sight, Viewer, render};
 use crate::api::{ApiError, AppState};
 use crate::security::Caller;
+use crate::twin::Sighting;
 
 /// Counts of one group of assets.
 #[derive(Debug, Default, Clone, Serialize)]
@@ -63,23 +64,29 @@ impl Overview {
         let mut communes: BTreeMap<String, Tally> = BTreeMap::new();
         let mut lines: BTreeMap<String, Tally> = BTreeMap::new();
         let (mut total, mut located) = (0, 0);
-        s.twin.for_each(&mut |e| {
-            if !sight.sees(e) {
-                return;
-            }
-            let status = sight.status(e);
-            let has_location = e.point().is_some();
+        let mut count = |scope: Option<&vigie_core::Scope>, status: AssetStatus, has_location: bool| {
             total += 1;
             located += usize::from(has_location);
-            let (commune, line) = e
-                .scope
-                .as_ref()
-                .map_or(("", ""), |s| (s.commune.as_str(), s.business_line.as_str()));
+            let (commune, line) = scope.map_or(("", ""), |s| (s.commune.as_str(), s.business_line.as_str()));
             communes
                 .entry(commune.to_owned())
                 .or_default()
                 .add(status, has_location);
             lines.entry(line.to_owned()).or_default().add(status, has_location);
+        };
+        // Located assets from their glances (no attribute read), the few
+        // others from their attributes.
+        s.twin.for_each_glance(&mut |sighting| match sighting {
+            Sighting::Located(g) => {
+                if sight.sees_scope(g.scope.as_deref()) {
+                    count(g.scope.as_deref(), sight.glance_status(g), true);
+                }
+            }
+            Sighting::Unlocated(e) => {
+                if sight.sees(e) {
+                    count(e.scope.as_ref(), sight.status(e), false);
+                }
+            }
         });
         let named = |(id, mut t): (String, Tally), name: &dyn Fn(&str) -> String| {
             t.name = name(&id);

@@ -8,9 +8,57 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use rstar::primitives::GeomWithData;
 use rstar::{AABB, RTree};
-use vigie_core::{AttributeKind, Entity, EntityId};
+use vigie_core::status::Condition;
+use vigie_core::{AttributeKind, Entity, EntityId, Scope};
 
-type Located = GeomWithData<[f64; 2], EntityId>;
+/// What a map needs of a located asset, kept in the spatial index itself so
+/// that drawing 250,000 assets never reads their attributes: computed once
+/// per change by the writer's commit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Glance {
+    pub id: EntityId,
+    pub entity_type: Arc<str>,
+    pub scope: Option<Arc<Scope>>,
+    pub at: [f64; 2],
+    pub condition: Condition,
+}
+
+type Located = GeomWithData<[f64; 2], Arc<Glance>>;
+
+/// An entity as [`Twin::for_each_glance`] shows it.
+pub enum Sighting<'a> {
+    Located(&'a Glance),
+    Unlocated(&'a Entity),
+}
+
+/// Entity types and scopes shared by every glance (a city has a few dozen
+/// types and a few hundred scopes, for hundreds of thousands of assets).
+#[derive(Default)]
+struct Interned {
+    types: std::collections::HashMap<String, Arc<str>>,
+    scopes: std::collections::HashMap<Scope, Arc<Scope>>,
+}
+
+impl Interned {
+    fn glance(&mut self, e: &Entity, at: [f64; 2]) -> Arc<Glance> {
+        let entity_type = Arc::clone(
+            self.types
+                .entry(e.entity_type.clone())
+                .or_insert_with(|| Arc::from(e.entity_type.as_str())),
+        );
+        let scope = e
+            .scope
+            .as_ref()
+            .map(|s| Arc::clone(self.scopes.entry(s.clone()).or_insert_with(|| Arc::new(s.clone()))));
+        Arc::new(Glance {
+            id: e.id.clone(),
+            entity_type,
+            scope,
+            at,
+            condition: Condition::of(e),
+        })
+    }
+}
 
 /// Which entities a query starts from, before its filter.
 pub enum Candidates<'a> {
@@ -34,6 +82,9 @@ pub struct Page {
 struct State {
     entities: BTreeMap<EntityId, Arc<Entity>>,
     spatial: RTree<Located>,
+    /// Entities without a location (few: the spatial index holds the rest).
+    unlocated: std::collections::BTreeSet<EntityId>,
+    interned: Interned,
     catalog: Catalog,
 }
 
@@ -134,11 +185,16 @@ impl Twin {
     pub fn from_entities(entities: impl IntoIterator<Item = Entity>) -> Self {
         let mut map = BTreeMap::new();
         let mut located = Vec::new();
+        let mut unlocated = std::collections::BTreeSet::new();
+        let mut interned = Interned::default();
         let mut catalog = Catalog::default();
         for e in entities {
             catalog.add(&e);
-            if let Some(p) = location(&e) {
-                located.push(Located::new(p, e.id.clone()));
+            match location(&e) {
+                Some(p) => located.push(Located::new(p, interned.glance(&e, p))),
+                None => {
+                    unlocated.insert(e.id.clone());
+                }
             }
             map.insert(e.id.clone(), Arc::new(e));
         }
@@ -146,6 +202,8 @@ impl Twin {
             state: RwLock::new(State {
                 entities: map,
                 spatial: RTree::bulk_load(located),
+                unlocated,
+                interned,
                 catalog,
             }),
             ..Self::default()
@@ -186,6 +244,8 @@ impl Twin {
         let State {
             entities,
             spatial,
+            unlocated,
+            interned,
             catalog,
         } = &mut *state;
         for (id, new) in changes {
@@ -205,14 +265,22 @@ impl Twin {
                     }
                 }
             }
-            let old_location = old.as_deref().and_then(location);
-            if old_location != new_location {
-                if let Some(p) = old_location {
-                    spatial.remove(&Located::new(p, id.clone()));
+            // The glance changes with the location, the state or the scope:
+            // replace it (an R-tree entry is found by its whole value).
+            let old_glance = old.as_deref().and_then(|o| location(o).map(|p| interned.glance(o, p)));
+            let new_glance = new.as_deref().zip(new_location).map(|(n, p)| interned.glance(n, p));
+            if old_glance != new_glance {
+                if let Some(g) = old_glance {
+                    spatial.remove(&Located::new(g.at, g));
                 }
-                if let Some(p) = new_location {
-                    spatial.insert(Located::new(p, id));
+                if let Some(g) = new_glance {
+                    spatial.insert(Located::new(g.at, g));
                 }
+            }
+            if new.is_some() && new_location.is_none() {
+                unlocated.insert(id);
+            } else {
+                unlocated.remove(&id);
             }
         }
     }
@@ -265,7 +333,7 @@ impl Twin {
                 let mut ids: Vec<&EntityId> = state
                     .spatial
                     .locate_in_envelope_intersecting(&AABB::from_corners(min, max))
-                    .map(|l| &l.data)
+                    .map(|l| &l.data.id)
                     .collect();
                 ids.sort();
                 ids.dedup();
@@ -284,17 +352,27 @@ impl Twin {
         }
     }
 
-    /// Visits every located entity in the lon/lat rectangle, in no order,
-    /// under one read lock (keep `visit` short: commits wait for it).
-    pub fn for_each_in(&self, min: [f64; 2], max: [f64; 2], visit: &mut dyn FnMut(&Entity, [f64; 2])) {
+    /// Visits the glance of every located entity in the lon/lat rectangle, in
+    /// no order, under one read lock (keep `visit` short: commits wait).
+    pub fn for_each_in(&self, min: [f64; 2], max: [f64; 2], visit: &mut dyn FnMut(&Glance)) {
         let state = self.read();
         for located in state
             .spatial
             .locate_in_envelope_intersecting(&AABB::from_corners(min, max))
         {
-            if let Some(e) = state.entities.get(&located.data) {
-                visit(e, *located.geom());
-            }
+            visit(&located.data);
+        }
+    }
+
+    /// Visits every entity under one read lock: the located ones by their
+    /// glance, then the others.
+    pub fn for_each_glance(&self, visit: &mut dyn FnMut(Sighting<'_>)) {
+        let state = self.read();
+        for l in state.spatial.iter() {
+            visit(Sighting::Located(&l.data));
+        }
+        for e in state.unlocated.iter().filter_map(|id| state.entities.get(id)) {
+            visit(Sighting::Unlocated(e));
         }
     }
 
@@ -346,7 +424,7 @@ impl Twin {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vigie_core::Attribute;
+    use vigie_core::{Attribute, Timestamp};
 
     fn light(n: u32, lon: f64, lat: f64) -> Entity {
         let id = EntityId::conventional("Streetlight", "dijon", &format!("{n:06}")).unwrap();
@@ -392,6 +470,36 @@ mod tests {
         twin.commit([(light(2, 0.0, 0.0).id, None)]);
         assert_eq!(near(6.0, 48.0), Some(0));
         assert_eq!(twin.len(), 1);
+    }
+
+    #[test]
+    fn glances_follow_state_changes_and_locations() {
+        use vigie_core::status::AssetStatus;
+        let twin = Twin::from_entities([light(1, 5.0, 47.0), light(2, 5.0, 47.0)]);
+        let statuses = |twin: &Twin| {
+            let mut seen = Vec::new();
+            twin.for_each_in([4.0, 46.0], [6.0, 48.0], &mut |g| {
+                seen.push((
+                    g.id.to_string(),
+                    g.condition
+                        .status(Timestamp::now(), jiff::SignedDuration::from_hours(1)),
+                ));
+            });
+            seen.sort();
+            seen
+        };
+        assert_eq!(statuses(&twin).len(), 2);
+        let broken = light(1, 5.0, 47.0).with("status", Attribute::property("defectiveLamp"));
+        twin.commit([(broken.id.clone(), Some(Arc::new(broken)))]);
+        assert_eq!(statuses(&twin)[0].1, AssetStatus::Fault);
+        assert_eq!(statuses(&twin)[1].1, AssetStatus::Working);
+        // Losing its location takes it off the map, not out of the overview.
+        let nowhere = Entity::new(light(2, 0.0, 0.0).id, "Streetlight", None);
+        twin.commit([(nowhere.id.clone(), Some(Arc::new(nowhere)))]);
+        assert_eq!(statuses(&twin).len(), 1);
+        let mut unlocated = 0;
+        twin.for_each_glance(&mut |s| unlocated += usize::from(matches!(s, Sighting::Unlocated(_))));
+        assert_eq!(unlocated, 1);
     }
 
     #[test]

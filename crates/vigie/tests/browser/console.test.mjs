@@ -244,6 +244,9 @@ test('a lamp failure injected through MQTT shows on the map within 2 s', TEST, a
     await waitMapReady(page);
     const before = await zoomTo(page, light, 17);
     assert.notEqual(before, 'fault', `${light.id} is already in fault`);
+    // Its panel is open too: it must follow the lamp live.
+    await page.evaluate((id) => window.vigie.openPanel(id), light.id);
+    await page.waitForSelector(`#panel[data-entity="${light.id}"] .badge`, { state: 'attached' });
 
     // Watch in the page (its clock is this machine's clock too): the first
     // moment the map's source holds the light as "fault".
@@ -272,6 +275,8 @@ test('a lamp failure injected through MQTT shows on the map within 2 s', TEST, a
     console.log(`lamp failure of ${light.id} shown ${delay} ms after the fault was accepted`);
     // The promise is 2 s; 500 ms of slack for this 2-core test machine.
     assert.ok(delay <= 2500, `shown after ${delay} ms (> 2000 ms + 500 ms slack)`);
+    // The open panel's state badge turns to fault without a click (re-read within 2 s).
+    await page.waitForSelector('#panel .badge.s-fault', { state: 'attached', timeout: 5000 });
   });
 });
 
