@@ -376,7 +376,7 @@ impl Default for ConsoleConfig {
             // when nothing moves: silence is normal for longer.
             stale_after_by_type: BTreeMap::from([("WasteContainer".into(), 780), ("ParkingSpot".into(), 2_880)]),
             cluster_below_zoom: 16,
-            live_interval_ms: 250,
+            live_interval_ms: 100,
         }
     }
 }

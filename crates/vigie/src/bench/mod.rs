@@ -5,6 +5,7 @@
 //! memory those entities take. It prints a Markdown report for BENCHMARKS.md.
 
 mod auth;
+mod console;
 mod ingest;
 mod ngsi;
 mod reads;
@@ -52,6 +53,8 @@ enum Scenario {
     Auth,
     /// The NGSI-LD broker: PATCH, q, temporal aggregation, notifications.
     Ngsi,
+    /// The console's live changes: 50 consoles, 1,000 changes/s.
+    Console,
 }
 
 /// A figure for the report: what, the measured value, and the target if any.
@@ -127,6 +130,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if wants(Scenario::Ngsi) {
         ngsi::run(&args, &data, &mut report).await?;
+    }
+    if wants(Scenario::Console) {
+        console::fan_out(&data, &mut report).await?;
     }
     println!("\n{}", report.markdown(&machine));
     Ok(())
