@@ -7,6 +7,7 @@ pub mod account;
 pub mod acl;
 pub mod attributes;
 pub mod audit;
+pub mod command;
 pub mod credentials;
 pub mod decode;
 pub mod device;

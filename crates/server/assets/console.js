@@ -293,6 +293,8 @@ async function startMap(element) {
     const response = await fetch(`/console/equipment/${encodeURIComponent(id)}`);
     if (response.status === 401) return window.location.assign('/auth/login');
     panel.innerHTML = await response.text();
+    // The panel's commands are htmx controls: bind them.
+    window.htmx?.process(panel);
     panel.dataset.entity = id;
     panel.hidden = false;
     drawChart(panel.querySelector('.chart'), 'PT24H');

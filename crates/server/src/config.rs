@@ -30,6 +30,7 @@ pub struct Config {
     pub api: ApiConfig,
     pub ngsi_ld: NgsiLdConfig,
     pub console: ConsoleConfig,
+    pub commands: CommandsConfig,
     pub tls: TlsConfig,
     pub security: SecurityConfig,
     pub audit: AuditConfig,
@@ -348,6 +349,19 @@ impl Default for NgsiLdConfig {
     }
 }
 
+/// Commands to equipment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CommandsConfig {
+    pub timeout_secs: u64,
+}
+
+impl Default for CommandsConfig {
+    fn default() -> Self {
+        Self { timeout_secs: 30 }
+    }
+}
+
 /// The operator console: its base map and what counts as fresh data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -574,6 +588,10 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         key: "console.live_interval_ms",
         doc: "How often each open console receives the changes gathered since the last delivery (server-sent events).",
+    },
+    Setting {
+        key: "commands.timeout_secs",
+        doc: "A command the device has not answered (IoT Agent JSON cmdexe) within this many seconds is marked expired.",
     },
     Setting {
         key: "tls.cert_file",

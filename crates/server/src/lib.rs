@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod commands;
 pub mod config;
 pub mod console;
 pub mod contexts;
@@ -231,6 +232,11 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
             .and_then(|mut a| a.next()),
         None => None,
     };
+    let commands = Arc::new(commands::Commands::new(
+        Arc::clone(&store),
+        Arc::clone(&registry),
+        std::time::Duration::from_secs(config.commands.timeout_secs.max(1)),
+    ));
     let consumer = broker_host.map(|host| {
         let consumer = Consumer::new(
             ConsumerOptions {
@@ -245,10 +251,12 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
             Arc::clone(&registry),
             tx.clone(),
             Arc::clone(&metrics),
-        );
+        )
+        .with_commands(Arc::clone(&commands));
         let (stop, done) = (stop.clone(), writer_done.clone());
         tokio::spawn(consumer.run(stop, done))
     });
+    tokio::spawn(Arc::clone(&commands).run_timeouts(stop.clone()));
 
     let retention = tokio::spawn(retention::run(
         Arc::clone(&store),
@@ -287,6 +295,7 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
         audit: Arc::clone(&audit),
         sso,
         console: Arc::new(console::Console::load(&config.console)?),
+        commands,
         stop: stop.clone(),
     };
     let http_addr = http.local_addr()?;

@@ -18,6 +18,8 @@ const TICK: Duration = Duration::from_millis(100);
 /// broker is slow or away, publishing waits instead of growing memory.
 const REQUEST_CHANNEL: usize = 10_000;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Where Vigie sends the simulated devices their commands (IoT Agent JSON).
+const COMMAND_TOPICS: &str = "/+/+/cmd";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
@@ -122,7 +124,7 @@ pub struct PublishStats {
 
 /// Plays `sim` onto the broker until `shutdown` resolves: every ~100 ms of
 /// wall-clock time, the simulated clock moves `speed ×` as far and the
-/// messages due are published. Faults arriving on `faults` are injected as
+/// messages due are published, and commands to the devices are obeyed. Faults arriving on `faults` are injected as
 /// they come. The broker going away is survived (reconnection with backoff);
 /// the messages produced meanwhile wait in the bounded request queue.
 pub async fn publish(
@@ -144,6 +146,9 @@ pub async fn publish(
     let (client, mut event_loop) = AsyncClient::new(mqtt, REQUEST_CHANNEL);
 
     let (reconnect_tx, mut reconnect_rx) = mpsc::unbounded_channel::<()>();
+    // Commands Vigie sends to the simulated devices, to the main loop.
+    let (command_tx, mut command_rx) = mpsc::channel::<(String, Vec<u8>)>(1024);
+    let subscriber = client.clone();
     let driver = tokio::spawn(async move {
         let mut backoff = Duration::from_millis(200);
         let mut connected = false;
@@ -156,6 +161,17 @@ pub async fn publish(
                     connected = true;
                     backoff = Duration::from_millis(200);
                     tracing::info!(broker = %address, "simulator connected");
+                    // The devices listen for their commands (refused where the
+                    // broker's ACL does not allow it: then they get none).
+                    if let Err(e) = subscriber.try_subscribe(COMMAND_TOPICS, QoS::AtLeastOnce) {
+                        tracing::warn!(error = %e, "cannot subscribe to the devices' commands");
+                    }
+                }
+                Ok(Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::Publish(p))) => {
+                    let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                    if command_tx.try_send((topic, p.payload.to_vec())).is_err() {
+                        tracing::warn!("simulator busy: a command was dropped");
+                    }
                 }
                 Ok(_) => {}
                 Err(rumqttc::v5::ConnectionError::RequestsDone) => break,
@@ -192,6 +208,14 @@ pub async fn publish(
                 None => faults_open = false,
             },
             Some(()) = reconnect_rx.recv() => stats.reconnections += 1,
+            Some((topic, payload)) = command_rx.recv() => {
+                for m in sim.command(&topic, &payload) {
+                    if let Err(e) = client.publish(m.topic, QoS::AtLeastOnce, false, m.payload).await {
+                        break 'run Err(SimError::Client(e));
+                    }
+                    stats.messages += 1;
+                }
+            }
             _ = ticker.tick() => {
                 let now = Instant::now();
                 let elapsed = now.duration_since(last);

@@ -15,6 +15,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use vigie_core::account::{Account, ApiCredential, Session};
 use vigie_core::audit::{AuditEvent, AuditRecord};
+use vigie_core::command::Command;
 use vigie_core::ngsi::temporal::{AggrMethod, AttributeAggregate, Instance, Moments, PeriodStats, Periods};
 use vigie_core::{Device, Entity, EntityId, Timestamp};
 use vigie_store::{
@@ -1021,6 +1022,58 @@ impl Store for SqliteStore {
             .await
             .map_err(engine)?;
         Ok(n.max(0) as u64)
+    }
+
+    async fn put_command(&self, command: &Command) -> Result<()> {
+        let body = serde_json::to_string(command).map_err(|e| corrupt(format!("command {}", command.id), e))?;
+        sqlx::query(
+            "INSERT INTO commands (id, entity_id, issued_at, open, body) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET open = excluded.open, body = excluded.body",
+        )
+        .bind(&command.id)
+        .bind(command.entity_id.as_str())
+        .bind(command.issued_at.as_microsecond())
+        .bind(command.state.is_open())
+        .bind(body)
+        .execute(&self.pool)
+        .await
+        .map_err(engine)?;
+        Ok(())
+    }
+
+    async fn command(&self, id: &str) -> Result<Option<Command>> {
+        let body: Option<String> = sqlx::query_scalar("SELECT body FROM commands WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(engine)?;
+        body.map(|b| serde_json::from_str(&b).map_err(|e| corrupt(format!("command {id}"), e)))
+            .transpose()
+    }
+
+    async fn commands_of(&self, entity_id: &str, limit: usize) -> Result<Vec<Command>> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT id, body FROM commands WHERE entity_id = ? ORDER BY issued_at DESC, id DESC LIMIT ?",
+        )
+        .bind(entity_id)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(engine)?;
+        rows.into_iter()
+            .map(|(id, b)| serde_json::from_str(&b).map_err(|e| corrupt(format!("command {id}"), e)))
+            .collect()
+    }
+
+    async fn open_commands(&self) -> Result<Vec<Command>> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT id, body FROM commands WHERE open = 1 ORDER BY issued_at, id")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(engine)?;
+        rows.into_iter()
+            .map(|(id, b)| serde_json::from_str(&b).map_err(|e| corrupt(format!("command {id}"), e)))
+            .collect()
     }
 
     async fn put_api_credential(&self, credential: &ApiCredential) -> Result<()> {

@@ -384,6 +384,15 @@ pub trait Store: Send + Sync + 'static {
     /// The highest sequence number ever queued (0 when none), so new ones continue it.
     async fn last_notification_seq(&self) -> Result<u64>;
     async fn count_pending_notifications(&self) -> Result<u64>;
+
+    // Commands to equipment.
+    /// Creates or replaces a command (its state changes in place).
+    async fn put_command(&self, command: &vigie_core::command::Command) -> Result<()>;
+    async fn command(&self, id: &str) -> Result<Option<vigie_core::command::Command>>;
+    /// An entity's latest commands, newest first.
+    async fn commands_of(&self, entity_id: &str, limit: usize) -> Result<Vec<vigie_core::command::Command>>;
+    /// Every command still awaiting its answer, oldest first.
+    async fn open_commands(&self) -> Result<Vec<vigie_core::command::Command>>;
 }
 
 #[cfg(feature = "testsuite")]

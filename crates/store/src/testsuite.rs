@@ -58,6 +58,50 @@ pub async fn run_all(store: &dyn Store) {
     accounts_credentials_and_sessions(store).await;
     audit_trail_appends_pages_and_queries(store).await;
     subscriptions_and_their_outbox(store).await;
+    commands_keep_their_state_and_order(store).await;
+}
+
+async fn commands_keep_their_state_and_order(store: &dyn Store) {
+    use vigie_core::command::{Command, CommandState};
+
+    let light = EntityId::new("urn:ngsi-ld:Streetlight:dijon:000042").expect("id");
+    let command = |n: u32, minute: u32| Command {
+        id: format!("cmd-{n}"),
+        entity_id: light.clone(),
+        device_id: "sl-dijon-000042".into(),
+        name: "dim".into(),
+        value: json!(n * 10),
+        state: CommandState::Sent,
+        issued_by: "alice".into(),
+        issued_at: ts(&format!("2026-11-30T18:{minute:02}:00Z")),
+        updated_at: ts(&format!("2026-11-30T18:{minute:02}:00Z")),
+        detail: None,
+    };
+    for (n, minute) in [(1, 1), (2, 2), (3, 3)] {
+        store.put_command(&command(n, minute)).await.expect("put command");
+    }
+    let mut done = command(2, 2);
+    done.state = CommandState::Acknowledged;
+    done.detail = Some("OK".into());
+    store.put_command(&done).await.expect("update command");
+    assert_eq!(store.command("cmd-2").await.expect("get"), Some(done));
+    assert_eq!(store.command("cmd-9").await.expect("get"), None);
+    let latest: Vec<String> = store
+        .commands_of(light.as_str(), 2)
+        .await
+        .expect("of entity")
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(latest, ["cmd-3", "cmd-2"], "newest first, bounded");
+    let open: Vec<String> = store
+        .open_commands()
+        .await
+        .expect("open")
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(open, ["cmd-1", "cmd-3"], "unanswered ones, oldest first");
 }
 
 async fn subscriptions_and_their_outbox(store: &dyn Store) {

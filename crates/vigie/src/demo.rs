@@ -159,8 +159,13 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> anyhow::Result<()> 
         SIM_GATEWAY.into(),
         vigie_server::config::GatewayConfig {
             password_hash: sim_hash.to_string(),
-            publish: vec!["/+/+/attrs".into(), "application/+/device/+/event/+".into()],
-            subscribe: vec![],
+            publish: vec![
+                "/+/+/attrs".into(),
+                "/+/+/cmdexe".into(),
+                "application/+/device/+/event/+".into(),
+            ],
+            // The simulated devices obey commands sent from the console.
+            subscribe: vec!["/+/+/cmd".into()],
         },
     );
 

@@ -3,7 +3,9 @@
 
 mod accounts;
 mod audit;
+mod commands;
 mod devices;
+pub(crate) use commands::send_command;
 pub mod error;
 pub mod hardening;
 pub(crate) mod ngsi;
@@ -46,6 +48,8 @@ pub struct AppState {
     pub contexts: Arc<crate::contexts::Contexts>,
     /// OpenID Connect single sign-on, when `[sso]` enables it.
     pub sso: Option<Arc<crate::security::oidc::Oidc>>,
+    /// Commands to equipment and their acknowledgements.
+    pub commands: Arc<crate::commands::Commands>,
     /// The operator console's base map.
     pub console: Arc<crate::console::Console>,
     /// Cancelled at shutdown: long-lived answers (server-sent events) end.
@@ -63,6 +67,7 @@ pub fn router(state: AppState, extra: Router) -> Router {
         .merge(ops::routes())
         .merge(accounts::routes())
         .merge(audit::routes())
+        .merge(commands::routes())
         .route_layer(authenticate.clone());
     // `layer`, not `route_layer`: `extra` may have no routes at all.
     let extra = extra.layer(authenticate);

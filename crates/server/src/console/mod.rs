@@ -137,6 +137,10 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/console", get(map_page))
         .route("/console/overview", get(overview::page))
         .route("/console/equipment/{id}", get(panel::panel))
+        .route(
+            "/console/equipment/{id}/commands",
+            get(panel::commands).post(panel::send),
+        )
         .route("/console/language", post(set_language))
         .route("/console/api/map", get(map::features))
         .route("/console/api/overview", get(overview::json))
@@ -255,6 +259,7 @@ pub(crate) fn display_name(e: &Entity) -> String {
 }
 
 /// Who is looking, in which language, with the token their changes carry.
+#[derive(Clone)]
 pub(crate) struct Viewer {
     pub texts: &'static Texts,
     pub name: String,

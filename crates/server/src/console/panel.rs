@@ -59,6 +59,196 @@ struct Panel {
     events: Vec<Event>,
     /// Numeric measures the chart can draw, comma-separated.
     charted: String,
+    commands: Commands,
+}
+
+/// A command as the panel lists it.
+pub(super) struct CommandRow {
+    id: String,
+    at: String,
+    name: String,
+    value: String,
+    state: &'static str,
+    state_label: &'static str,
+    detail: String,
+}
+
+/// A command the operator may send: buttons for words, a field for a number.
+pub(super) struct CommandControl {
+    name: &'static str,
+    label: &'static str,
+    words: Vec<(&'static str, &'static str)>,
+    range: Option<(i64, i64)>,
+}
+
+/// The panel's commands: what may be sent, the latest sent and their state.
+#[derive(Template)]
+#[template(path = "console/panel_commands.html")]
+pub(super) struct Commands {
+    viewer: Viewer,
+    /// The entity id, percent-encoded for the commands' URL.
+    path_id: String,
+    controls: Vec<CommandControl>,
+    rows: Vec<CommandRow>,
+    /// Poll while a command awaits its answer.
+    waiting: bool,
+    error: Option<String>,
+}
+
+/// How long sending from the panel waits for the device's answer.
+const ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Latest commands shown in the panel.
+const SHOWN_COMMANDS: usize = 5;
+
+impl Commands {
+    async fn of(s: &AppState, caller: &Caller, viewer: Viewer, entity: &Entity, error: Option<String>) -> Self {
+        use vigie_core::command::{Argument, commands_for};
+        let texts = viewer.texts;
+        let may = caller.principal.role.allows(vigie_core::Action::WriteEntities)
+            && caller.principal.scope.covers(entity.scope.as_ref())
+            && s.registry.commandable(entity.id.as_str()).is_some();
+        let controls = if may {
+            commands_for(&entity.entity_type)
+                .iter()
+                .map(|spec| match spec.argument {
+                    Argument::OneOf(words) => CommandControl {
+                        name: spec.name,
+                        label: spec.name,
+                        words: words
+                            .iter()
+                            .map(|w| {
+                                let label = match (spec.name, *w) {
+                                    ("switch", "on") => texts.command_on,
+                                    ("switch", "off") => texts.command_off,
+                                    _ => w,
+                                };
+                                (*w, label)
+                            })
+                            .collect(),
+                        range: None,
+                    },
+                    Argument::Integer { min, max } => CommandControl {
+                        name: spec.name,
+                        label: if spec.name == "dim" {
+                            texts.command_dim
+                        } else {
+                            spec.name
+                        },
+                        words: Vec::new(),
+                        range: Some((min, max)),
+                    },
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let commands = match s.commands.of_entity(entity.id.as_str(), SHOWN_COMMANDS).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(entity = %entity.id, error = %e, "the panel cannot read the asset's commands");
+                Vec::new()
+            }
+        };
+        let waiting = commands.iter().any(|c| c.state.is_open());
+        let rows = commands
+            .into_iter()
+            .map(|c| CommandRow {
+                id: c.id,
+                at: local_time(c.issued_at),
+                name: c.name,
+                value: show(&c.value),
+                state: c.state.as_str(),
+                state_label: texts.command_states[c.state.index()],
+                detail: c.detail.unwrap_or_default(),
+            })
+            .collect();
+        Self {
+            viewer,
+            path_id: url::form_urlencoded::byte_serialize(entity.id.as_str().as_bytes()).collect(),
+            controls,
+            rows,
+            waiting,
+            error,
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct CommandForm {
+    command: String,
+    value: String,
+}
+
+/// The entity `id` if the caller sees it (out of sight reads as missing).
+fn entity_in_sight(s: &AppState, caller: &Caller, id: &str) -> Option<std::sync::Arc<Entity>> {
+    let sight = Sight::new(s, caller);
+    s.twin.get(id).filter(|e| sight.sees(e))
+}
+
+/// `GET /console/equipment/{id}/commands`: the commands fragment (htmx polls
+/// it each second while a command awaits its answer).
+pub async fn commands(
+    State(s): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.check(vigie_core::Action::ReadEntities)?;
+    let viewer = Viewer::of(&s, &caller, &headers).await;
+    let Some(entity) = entity_in_sight(&s, &caller, &id) else {
+        return Ok(missing(viewer));
+    };
+    Ok(render(&Commands::of(&s, &caller, viewer, &entity, None).await))
+}
+
+/// `POST /console/equipment/{id}/commands` (form `command`, `value`): sends
+/// it and answers the fragment, with the refusal's reason when refused.
+pub async fn send(
+    State(s): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let viewer = Viewer::of(&s, &caller, &headers).await;
+    let Some(entity) = entity_in_sight(&s, &caller, &id) else {
+        return Ok(missing(viewer));
+    };
+    let form: CommandForm = serde_urlencoded::from_bytes(&body)
+        .map_err(|e| ApiError::InvalidRequest(format!("expected a form with 'command' and 'value': {e}")))?;
+    // Listen before sending: a device answering at once is not missed.
+    let mut answers = s.commands.subscribe();
+    let sent = crate::api::send_command(
+        &s,
+        &caller,
+        &entity.id,
+        &form.command,
+        &serde_json::Value::String(form.value),
+    )
+    .await;
+    if let Ok(command) = &sent
+        && command.state.is_open()
+    {
+        // Most devices answer within a moment: show the answer rather than
+        // "sent" when it comes soon; otherwise the fragment polls for it.
+        let _ = tokio::time::timeout(ANSWER_WAIT, async {
+            while let Ok(changed) = answers.recv().await {
+                if changed.id == command.id && !changed.state.is_open() {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    let error = sent.err().map(|e| e.to_string());
+    Ok(render(&Commands::of(&s, &caller, viewer, &entity, error).await))
+}
+
+fn missing(viewer: Viewer) -> Response {
+    let mut res = render(&Missing { viewer });
+    *res.status_mut() = StatusCode::NOT_FOUND;
+    res
 }
 
 #[derive(Template)]
@@ -76,13 +266,11 @@ pub async fn panel(
 ) -> Result<Response, ApiError> {
     caller.check(vigie_core::Action::ReadEntities)?;
     let viewer = Viewer::of(&s, &caller, &headers).await;
-    let sight = Sight::new(&s, &caller);
-    let Some(entity) = s.twin.get(&id).filter(|e| sight.sees(e)) else {
+    let Some(entity) = entity_in_sight(&s, &caller, &id) else {
         // Out of sight reads exactly like missing.
-        let mut res = render(&Missing { viewer });
-        *res.status_mut() = StatusCode::NOT_FOUND;
-        return Ok(res);
+        return Ok(missing(viewer));
     };
+    let sight = Sight::new(&s, &caller);
     crate::api::ngsi::audit_personal_read(&s, &caller, &entity).await?;
     let status = sight.status(&entity);
     let (related, related_total) = relations(&s, &sight, &entity);
@@ -99,7 +287,9 @@ pub async fn panel(
         .as_ref()
         .map_or_else(String::new, |sc| s.console.commune_name(sc.commune.as_str()).to_owned());
     let texts = viewer.texts;
+    let commands = Commands::of(&s, &caller, viewer.clone(), &entity, None).await;
     Ok(render(&Panel {
+        commands,
         id: entity.id.to_string(),
         name: display_name(&entity),
         entity_type: entity.entity_type.clone(),

@@ -26,7 +26,9 @@ use super::writer::{Acknowledge, Work};
 use crate::metrics::{Metrics, inc};
 
 /// Device topics Vigie consumes (without the shared-subscription prefix).
-pub const DEVICE_TOPICS: [&str; 3] = ["/+/+/attrs", "/json/+/+/attrs", "application/+/device/+/event/+"];
+/// What Vigie's consumer subscribes to: exactly what its ACL lets it read
+/// (telemetry, and the devices' answers to commands).
+pub const DEVICE_TOPICS: &[&str] = vigie_core::acl::SERVICE_SUBSCRIBE;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid MQTT broker URL '{url}': {reason}")]
@@ -92,6 +94,9 @@ pub struct Consumer {
     /// Taken when stopping, so the writer sees the queue close once drained.
     queue: Option<mpsc::Sender<Work>>,
     metrics: Arc<Metrics>,
+    /// Where devices' answers to commands go, and whom Vigie's connection
+    /// publishes commands for.
+    commands: Option<Arc<crate::commands::Commands>>,
 }
 
 impl Consumer {
@@ -106,7 +111,15 @@ impl Consumer {
             registry,
             queue: Some(queue),
             metrics,
+            commands: None,
         }
+    }
+
+    /// Commands are published over this consumer's connection and devices'
+    /// answers (`/cmdexe`) go to `commands`.
+    pub fn with_commands(mut self, commands: Arc<crate::commands::Commands>) -> Self {
+        self.commands = Some(commands);
+        self
     }
 
     /// Consumes until `stop` fires, then keeps the connection until
@@ -131,6 +144,9 @@ impl Consumer {
             .set_keep_alive(Duration::from_secs(30))
             .set_max_packet_size(Some(1024 * 1024));
         let (client, mut eventloop) = AsyncClient::new(mqtt, usize::from(o.receive_maximum) * 2 + 64);
+        if let Some(commands) = &self.commands {
+            commands.attach(client.clone());
+        }
         let mut backoff = Duration::from_millis(100);
         let mut stopping = false;
         loop {
@@ -152,7 +168,7 @@ impl Consumer {
                         host = %o.host, port = o.port, session_present = ack.session_present, shared,
                         "connected to the MQTT broker"
                     );
-                    for topic in DEVICE_TOPICS {
+                    for &topic in DEVICE_TOPICS {
                         let filter = if shared {
                             format!("$share/{}/{topic}", o.share_group)
                         } else {
@@ -173,7 +189,9 @@ impl Consumer {
                             publish: publish.clone(),
                         }) as Box<dyn Acknowledge>
                     });
-                    let work = self.route(&publish, ack);
+                    let Some(work) = self.route(&publish, ack) else {
+                        continue;
+                    };
                     // Waiting here is the backpressure: the socket is not read meanwhile.
                     if queue.send(work).await.is_err() {
                         tracing::warn!("ingest queue closed; stopping the MQTT consumer");
@@ -213,8 +231,10 @@ impl Consumer {
         tracing::info!("MQTT consumer stopped");
     }
 
-    /// Turns one message into work: telemetry for a known device, or a dead letter naming the problem.
-    fn route(&self, publish: &Publish, ack: Option<Box<dyn Acknowledge>>) -> Work {
+    /// Turns one message into work: telemetry for a known device, or a dead
+    /// letter naming the problem; a device's answer to a command goes to the
+    /// command service instead (acknowledged once recorded).
+    fn route(&self, publish: &Publish, ack: Option<Box<dyn Acknowledge>>) -> Option<Work> {
         let received_at = Timestamp::now();
         let topic = String::from_utf8_lossy(&publish.topic);
         let outcome = match decode::parse_topic(&topic) {
@@ -237,15 +257,33 @@ impl Consumer {
                     .map(|obs| (device, obs))
                     .map_err(|e| ("invalid-payload", e.to_string())),
             },
-            Ok(Topic::IotAgentCommandResult { device_id, .. }) => {
-                // Command results are handled by the command service; not consumed yet.
-                Err((
-                    "unsupported-topic",
-                    format!("command results from '{device_id}' are not consumed yet"),
-                ))
+            Ok(Topic::IotAgentCommandResult { apikey, device_id }) => {
+                match (&self.commands, self.registry.iot_agent(apikey, device_id)) {
+                    (_, None) => Err((
+                        "unknown-device",
+                        format!("no device '{device_id}' is provisioned under apikey '{apikey}'"),
+                    )),
+                    (None, Some(_)) => Err((
+                        "unsupported-topic",
+                        format!("command results from '{device_id}' are not consumed here"),
+                    )),
+                    (Some(commands), Some(_)) => {
+                        let (commands, device_id) = (Arc::clone(commands), device_id.to_owned());
+                        let payload = publish.payload.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = commands.answer(&device_id, &payload).await {
+                                tracing::warn!(device = device_id, error = %e, "a command answer was refused");
+                            }
+                            if let Some(ack) = ack {
+                                ack.acknowledge();
+                            }
+                        });
+                        return None;
+                    }
+                }
             }
         };
-        match outcome {
+        Some(match outcome {
             Ok((device, observations)) => Work::Telemetry {
                 device,
                 observations,
@@ -271,7 +309,7 @@ impl Consumer {
                     ack,
                 }
             }
-        }
+        })
     }
 }
 

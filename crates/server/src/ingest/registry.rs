@@ -11,6 +11,8 @@ struct Maps {
     by_id: BTreeMap<String, Arc<Device>>,
     by_apikey: HashMap<String, HashMap<String, Arc<Device>>>,
     by_dev_eui: HashMap<String, Arc<Device>>,
+    /// The IoT Agent JSON device of each entity (where commands go).
+    commandable: HashMap<String, Arc<Device>>,
 }
 
 #[derive(Default)]
@@ -31,6 +33,8 @@ impl DeviceRegistry {
                     .entry(apikey.clone())
                     .or_default()
                     .insert(device.device_id.clone(), Arc::clone(&device));
+                m.commandable
+                    .insert(device.entity_name.to_string(), Arc::clone(&device));
             }
             Transport::Lorawan { dev_eui } => {
                 m.by_dev_eui.insert(dev_eui.clone(), Arc::clone(&device));
@@ -43,6 +47,12 @@ impl DeviceRegistry {
             Transport::IotAgentJson { apikey } => {
                 if let Some(devices) = m.by_apikey.get_mut(apikey) {
                     devices.remove(&old.device_id);
+                }
+                if m.commandable
+                    .get(old.entity_name.as_str())
+                    .is_some_and(|d| d.device_id == old.device_id)
+                {
+                    m.commandable.remove(old.entity_name.as_str());
                 }
             }
             Transport::Lorawan { dev_eui } => {
@@ -66,6 +76,12 @@ impl DeviceRegistry {
     pub fn lorawan(&self, dev_eui: &str) -> Option<Arc<Device>> {
         let m = self.maps.read().unwrap_or_else(PoisonError::into_inner);
         m.by_dev_eui.get(&dev_eui.to_ascii_lowercase()).cloned()
+    }
+
+    /// The IoT Agent JSON device feeding `entity_id`, which takes its commands.
+    pub fn commandable(&self, entity_id: &str) -> Option<Arc<Device>> {
+        let m = self.maps.read().unwrap_or_else(PoisonError::into_inner);
+        m.commandable.get(entity_id).cloned()
     }
 
     pub fn get(&self, device_id: &str) -> Option<Arc<Device>> {

@@ -277,6 +277,17 @@ impl City {
         Some(Scope::new(self.communes[usize::from(commune)].id.clone(), line))
     }
 
+    /// Finds a device of this city by id (`sl-dijon-00042`): its kind and index.
+    pub fn locate_device(&self, device_id: &str) -> Option<(EquipmentKind, usize)> {
+        let (prefix, rest) = device_id.split_once('-')?;
+        let (slug, local) = rest.rsplit_once('-')?;
+        let kind = EquipmentKind::ALL
+            .into_iter()
+            .find(|k| k.device_prefix() == Some(prefix))?;
+        let id = EntityId::conventional(kind.entity_type(), slug, local).ok()?;
+        self.locate(&id)
+    }
+
     /// Finds an entity of this city by id: its kind and index.
     pub fn locate(&self, id: &EntityId) -> Option<(EquipmentKind, usize)> {
         let rest = id.as_str().strip_prefix("urn:ngsi-ld:")?;

@@ -4,7 +4,7 @@
 mod lorawan;
 mod schedule;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use jiff::Timestamp;
 use rand::{Rng, SeedableRng};
@@ -82,6 +82,8 @@ pub struct Simulator {
     rng: ChaCha8Rng,
     now_ms: i64,
     failed_lamps: HashSet<usize>,
+    /// Light levels set by command (0 to 1), overriding the clock.
+    commanded_levels: HashMap<usize, f64>,
     cut_cabinets: HashSet<usize>,
     faulty_controllers: HashSet<usize>,
     offline_cameras: HashSet<usize>,
@@ -146,6 +148,7 @@ impl Simulator {
             rng,
             now_ms,
             failed_lamps: HashSet::new(),
+            commanded_levels: HashMap::new(),
             cut_cabinets: HashSet::new(),
             faulty_controllers: HashSet::new(),
             offline_cameras: HashSet::new(),
@@ -286,9 +289,13 @@ impl Simulator {
         if self.is_silent(EquipmentKind::Streetlight, ix) || self.cut_cabinets.contains(&(light.cabinet as usize)) {
             return None;
         }
-        let measures = self
-            .city
-            .light_measures(ix, t, self.failed_lamps.contains(&ix), self.seed);
+        let measures = self.city.light_measures(
+            ix,
+            t,
+            self.failed_lamps.contains(&ix),
+            self.seed,
+            self.commanded_levels.get(&ix).copied(),
+        );
         self.iot_agent(EquipmentKind::Streetlight, ix, t, measures, Qos::AtMostOnce)
     }
 
@@ -493,6 +500,65 @@ impl Simulator {
         self.iot_agent(EquipmentKind::Vehicle, ix, t, measures, Qos::AtMostOnce)
     }
 
+    // ---- commands ----------------------------------------------------------------
+
+    /// A command to a device, as Vigie publishes it on
+    /// `/{apikey}/{device_id}/cmd` (`{"dim": 40}`, `{"switch": "off"}`):
+    /// lights and cabinets (for all their lights) obey, then answer on
+    /// `/cmdexe` and report their new state at once. Anything else is
+    /// answered with an error, as a real device would.
+    pub fn command(&mut self, topic: &str, payload: &[u8]) -> Vec<Message> {
+        let Some((apikey, device_id)) = topic
+            .strip_prefix('/')
+            .and_then(|t| t.strip_suffix("/cmd"))
+            .and_then(|t| t.split_once('/'))
+        else {
+            return Vec::new();
+        };
+        let Some((kind, ix)) = self.city.locate_device(device_id) else {
+            return Vec::new();
+        };
+        let Ok(Value::Object(commands)) = serde_json::from_slice::<Value>(payload) else {
+            return Vec::new();
+        };
+        let lights: Vec<usize> = match kind {
+            EquipmentKind::Streetlight => vec![ix],
+            EquipmentKind::StreetlightControlCabinet => self.city.cabinet_lights(ix).collect(),
+            _ => Vec::new(),
+        };
+        let now = self.now_ms;
+        let mut answers = serde_json::Map::new();
+        for (name, value) in commands {
+            let level = match (name.as_str(), &value) {
+                ("switch", Value::String(s)) if s == "on" => Some(1.0),
+                ("switch", Value::String(s)) if s == "off" => Some(0.0),
+                ("dim", v) => v.as_f64().filter(|p| (0.0..=100.0).contains(p)).map(|p| p / 100.0),
+                _ => None,
+            };
+            let answer = match level {
+                Some(level) if !lights.is_empty() => {
+                    for &light in &lights {
+                        self.commanded_levels.insert(light, level);
+                    }
+                    "OK".to_owned()
+                }
+                _ => format!("ERROR: {} does not support {name} = {value}", kind.entity_type()),
+            };
+            answers.insert(name, Value::String(answer));
+        }
+        let mut out = vec![Message {
+            topic: format!("/{apikey}/{device_id}/cmdexe"),
+            payload: Value::Object(answers).to_string().into_bytes(),
+            qos_hint: Qos::AtLeastOnce,
+        }];
+        out.extend(lights.iter().filter_map(|&light| {
+            let mut m = self.light_message(light, now)?;
+            m.qos_hint = Qos::AtLeastOnce;
+            Some(m)
+        }));
+        out
+    }
+
     // ---- faults ------------------------------------------------------------------
 
     /// Injects a fault now; the devices concerned react at the next advance.
@@ -631,7 +697,7 @@ impl City {
         (0..self.lights.len())
             .filter_map(|ix| {
                 let device_id = self.device_id(EquipmentKind::Streetlight, ix)?;
-                let mut measures = self.light_measures(ix, t, false, self.config.seed);
+                let mut measures = self.light_measures(ix, t, false, self.config.seed, None);
                 if let Value::Object(m) = &mut measures {
                     m.insert("TimeInstant".into(), Value::String(timestamp(t)));
                 }
@@ -646,9 +712,9 @@ impl City {
 
     /// A light's measures at `t`: switched by the astronomical clock, dimmed
     /// to half from 22:30 to 05:30, drawing its rating when lit.
-    fn light_measures(&self, ix: usize, t: i64, lamp_failed: bool, seed: u64) -> Value {
+    fn light_measures(&self, ix: usize, t: i64, lamp_failed: bool, seed: u64, commanded: Option<f64>) -> Value {
         let rating = self.lights.get(ix).map_or(0.0, |l| f64::from(l.rating_w));
-        let level = light_level(t);
+        let level = commanded.unwrap_or_else(|| light_level(t));
         let state = match level {
             l if l <= 0.0 => "off",
             l if l < 1.0 => "low",

@@ -220,6 +220,35 @@ test('searching a streetlight flies to it and opens its panel with a chart', TES
   });
 });
 
+test('a dimming command sent from the panel is acknowledged by the device, and the light dims', TEST, async (t) => {
+  await withPage(t, {}, async (page) => {
+    const light = await someStreetlight(vigie, 77);
+    await page.goto(`${vigie.base}/console`);
+    await waitMapReady(page);
+    await zoomTo(page, light, 17);
+    await page.evaluate((id) => window.vigie.openPanel(id), light.id);
+    await page.waitForSelector(`${panelOf(light.id)} #commands`, { state: 'visible', timeout: 10000 });
+    await page.fill('#commands input[name="value"]', '30');
+    const sent = Date.now();
+    await page.click('#commands button[data-command="dim"]');
+    // Shown as sent, then acknowledged by the simulated device over MQTT.
+    await page.waitForSelector('#commands li[data-state="acknowledged"]', { state: 'attached', timeout: 10000 });
+    console.log(`dimming command acknowledged in the panel ${Date.now() - sent} ms after the click`);
+    assert.match(await page.textContent('#commands li[data-state="acknowledged"]'), /dim = 30/);
+    // The device reports its new level: the light turns "dimmed" on the map.
+    await waitFor(() => page.evaluate((id) => window.vigie.statusOf(id) === 'dimmed', light.id), {
+      timeout: 5000,
+      what: `${light.id} dimmed on the map`,
+    });
+    // A value out of range is refused with its reason, in the panel.
+    await page.fill('#commands input[name="value"]', '250');
+    await page.evaluate(() => document.querySelector('#commands input[name="value"]').removeAttribute('max'));
+    await page.click('#commands button[data-command="dim"]');
+    await page.waitForSelector('#commands .error', { state: 'attached', timeout: 5000 });
+    assert.match(await page.textContent('#commands .error'), /0 to 100/);
+  });
+});
+
 test('clicking a light on the map opens its panel', TEST, async (t) => {
   await withPage(t, {}, async (page) => {
     const light = await someStreetlight(vigie, 7);

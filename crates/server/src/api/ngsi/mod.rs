@@ -249,7 +249,7 @@ fn linked_json(status: StatusCode, body: impl Serialize, extra: HeaderMap) -> Re
 }
 
 /// The entity `id` of a tenant, if the caller may see it; 404 otherwise.
-fn visible(s: &AppState, caller: &Caller, tenant: &Tenant, id: &EntityId) -> Result<Arc<Entity>, ApiError> {
+pub(crate) fn visible(s: &AppState, caller: &Caller, tenant: &Tenant, id: &EntityId) -> Result<Arc<Entity>, ApiError> {
     tenant
         .twin
         .get(id.as_str())
@@ -280,7 +280,7 @@ fn not_found(id: &EntityId) -> ApiError {
 /// (audited) when its scope is outside the grant.
 /// Writes follow the grant only: the personal-data rule hides entities from
 /// reads (an administrator provisions cameras without seeing them).
-async fn check_writable(
+pub(crate) async fn check_writable(
     s: &AppState,
     caller: &Caller,
     verb: &str,
