@@ -92,6 +92,15 @@ impl Condition {
 }
 
 fn said(e: &Entity) -> Option<AssetStatus> {
+    // No supply voltage is a fault whatever the rest says: a cabinet whose
+    // feed is cut (its lights, unpowered, fall silent).
+    let unpowered = e
+        .attributes
+        .iter()
+        .any(|(name, a)| name.starts_with("voltage") && a.value.as_f64() == Some(0.0));
+    if unpowered {
+        return Some(AssetStatus::Fault);
+    }
     for name in STATE_ATTRIBUTES {
         let Some(state) = e.attributes.get(name).and_then(|a| a.value.as_str()) else {
             continue;
@@ -158,6 +167,21 @@ mod tests {
         let camera = Entity::new(EntityId::new("urn:ngsi-ld:Camera:1").expect("id"), "Camera", None)
             .with("deviceState", Attribute::property("noSignal").observed(at(0)));
         assert_eq!(classify(&camera, at(1), HOUR), AssetStatus::Offline);
+    }
+
+    #[test]
+    fn no_supply_voltage_is_a_fault() {
+        let cabinet = |volts: f64| {
+            Entity::new(
+                EntityId::new("urn:ngsi-ld:StreetlightControlCabinet:1").expect("id"),
+                "StreetlightControlCabinet",
+                None,
+            )
+            .with("voltageR", Attribute::property(volts).observed(at(0)))
+            .with("workingMode", Attribute::property("automatic").observed(at(0)))
+        };
+        assert_eq!(classify(&cabinet(0.0), at(1), HOUR), AssetStatus::Fault);
+        assert_eq!(classify(&cabinet(231.5), at(1), HOUR), AssetStatus::Working);
     }
 
     #[test]

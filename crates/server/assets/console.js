@@ -504,7 +504,11 @@ async function drawChart(container, range) {
       height: 180,
       series,
       scales: { x: { time: true } },
-      axes: [{ stroke: '#8b949e', grid: { stroke: '#30363d' } }, { stroke: '#8b949e', grid: { stroke: '#30363d' } }],
+      axes: [
+        // Times as the control room reads them: 24-hour clock, day/month, in the console's language.
+        { stroke: '#8b949e', grid: { stroke: '#30363d' }, values: (_u, splits) => splits.map((v) => timeLabel(v, range)) },
+        { stroke: '#8b949e', grid: { stroke: '#30363d' } },
+      ],
       legend: { live: false },
       cursor: { drag: { x: true, y: false } },
     },
@@ -513,6 +517,11 @@ async function drawChart(container, range) {
   );
   // The chosen range, however little data it holds yet.
   plot.setScale('x', { min: (now - durationMs(range)) / 1000, max: now / 1000 });
+}
+
+function timeLabel(seconds, range) {
+  const options = range === 'P7D' ? { day: '2-digit', month: '2-digit', hour: '2-digit' } : { hour: '2-digit', minute: '2-digit' };
+  return new Date(seconds * 1000).toLocaleString(document.documentElement.lang, { ...options, hourCycle: 'h23' });
 }
 
 function durationMs(range) {
