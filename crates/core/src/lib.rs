@@ -5,6 +5,7 @@
 pub mod access;
 pub mod account;
 pub mod acl;
+pub mod alarm;
 pub mod attributes;
 pub mod audit;
 pub mod command;

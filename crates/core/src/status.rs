@@ -101,22 +101,28 @@ fn said(e: &Entity) -> Option<AssetStatus> {
     if unpowered {
         return Some(AssetStatus::Fault);
     }
-    for name in STATE_ATTRIBUTES {
-        let Some(state) = e.attributes.get(name).and_then(|a| a.value.as_str()) else {
-            continue;
-        };
-        if state == "ok" {
-            continue;
-        }
-        let state = state.to_ascii_lowercase();
-        if OFFLINE_WORDS.contains(&state.as_str()) {
-            return Some(AssetStatus::Offline);
-        }
-        if FAULT_FRAGMENTS.iter().any(|f| state.contains(f)) {
-            return Some(AssetStatus::Fault);
-        }
+    STATE_ATTRIBUTES
+        .iter()
+        .filter_map(|name| e.attributes.get(name).and_then(|a| a.value.as_str()))
+        .find_map(said_of)
+}
+
+/// What a state value (`status`, `deviceState`) says: a fault, a lost link,
+/// or nothing wrong (`None`).
+pub fn said_of(state: &str) -> Option<AssetStatus> {
+    // The usual answer, without lowercasing nor searching (this runs for
+    // every change of every asset).
+    if state == "ok" {
+        return None;
     }
-    None
+    let state = state.to_ascii_lowercase();
+    if OFFLINE_WORDS.contains(&state.as_str()) {
+        return Some(AssetStatus::Offline);
+    }
+    FAULT_FRAGMENTS
+        .iter()
+        .any(|f| state.contains(f))
+        .then_some(AssetStatus::Fault)
 }
 
 /// Lights say "low", or "on" with a level below 1.

@@ -14,6 +14,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use vigie_core::account::{Account, ApiCredential, Session};
+use vigie_core::alarm::Alarm;
 use vigie_core::audit::{AuditEvent, AuditRecord};
 use vigie_core::command::Command;
 use vigie_core::ngsi::temporal::{AggrMethod, AttributeAggregate, Instance, Moments, PeriodStats, Periods};
@@ -1073,6 +1074,44 @@ impl Store for SqliteStore {
                 .map_err(engine)?;
         rows.into_iter()
             .map(|(id, b)| serde_json::from_str(&b).map_err(|e| corrupt(format!("command {id}"), e)))
+            .collect()
+    }
+
+    async fn put_alarm(&self, alarm: &Alarm) -> Result<()> {
+        let body = serde_json::to_string(alarm).map_err(|e| corrupt(format!("alarm {}", alarm.id), e))?;
+        sqlx::query(
+            "INSERT INTO alarms (id, source, raised_at, open, body) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET open = excluded.open, body = excluded.body",
+        )
+        .bind(&alarm.id)
+        .bind(alarm.source.as_str())
+        .bind(alarm.raised_at.as_microsecond())
+        .bind(alarm.state.is_open())
+        .bind(body)
+        .execute(&self.pool)
+        .await
+        .map_err(engine)?;
+        Ok(())
+    }
+
+    async fn alarm(&self, id: &str) -> Result<Option<Alarm>> {
+        let body: Option<String> = sqlx::query_scalar("SELECT body FROM alarms WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(engine)?;
+        body.map(|b| serde_json::from_str(&b).map_err(|e| corrupt(format!("alarm {id}"), e)))
+            .transpose()
+    }
+
+    async fn open_alarms(&self) -> Result<Vec<Alarm>> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT id, body FROM alarms WHERE open = 1 ORDER BY raised_at, id")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(engine)?;
+        rows.into_iter()
+            .map(|(id, b)| serde_json::from_str(&b).map_err(|e| corrupt(format!("alarm {id}"), e)))
             .collect()
     }
 

@@ -393,6 +393,13 @@ pub trait Store: Send + Sync + 'static {
     async fn commands_of(&self, entity_id: &str, limit: usize) -> Result<Vec<vigie_core::command::Command>>;
     /// Every command still awaiting its answer, oldest first.
     async fn open_commands(&self) -> Result<Vec<vigie_core::command::Command>>;
+
+    // Alarms.
+    /// Creates or replaces an alarm (its state changes in place).
+    async fn put_alarm(&self, alarm: &vigie_core::alarm::Alarm) -> Result<()>;
+    async fn alarm(&self, id: &str) -> Result<Option<vigie_core::alarm::Alarm>>;
+    /// Every alarm not closed, oldest first.
+    async fn open_alarms(&self) -> Result<Vec<vigie_core::alarm::Alarm>>;
 }
 
 #[cfg(feature = "testsuite")]

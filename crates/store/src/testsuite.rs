@@ -59,6 +59,55 @@ pub async fn run_all(store: &dyn Store) {
     audit_trail_appends_pages_and_queries(store).await;
     subscriptions_and_their_outbox(store).await;
     commands_keep_their_state_and_order(store).await;
+    alarms_stay_open_until_closed(store).await;
+}
+
+async fn alarms_stay_open_until_closed(store: &dyn Store) {
+    use vigie_core::alarm::{Alarm, AlarmAction, Condition, Severity};
+
+    let cabinet = vigie_core::Entity::new(
+        EntityId::new("urn:ngsi-ld:StreetlightControlCabinet:dijon:001").expect("id"),
+        "StreetlightControlCabinet",
+        None,
+    );
+    let cut = Condition {
+        alarm_type: "power-cut".into(),
+        severity: Severity::Critical,
+        detail: "voltageR = 0 V".into(),
+    };
+    let mut first = Alarm::raise("alarm-1".into(), &cabinet, &cut, ts("2026-11-30T18:00:00Z"));
+    first
+        .children
+        .push(EntityId::new("urn:ngsi-ld:Streetlight:dijon:000042").expect("id"));
+    let second = Alarm::raise("alarm-2".into(), &cabinet, &cut, ts("2026-11-30T19:00:00Z"));
+    store.put_alarm(&second).await.expect("put");
+    store.put_alarm(&first).await.expect("put");
+    assert_eq!(store.alarm("alarm-1").await.expect("get"), Some(first.clone()));
+    let open: Vec<String> = store
+        .open_alarms()
+        .await
+        .expect("open")
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(open, ["alarm-1", "alarm-2"], "oldest first");
+    first.clear(ts("2026-11-30T18:30:00Z"));
+    first
+        .apply(&AlarmAction::Close, "ops", ts("2026-11-30T18:31:00Z"))
+        .expect("close");
+    store.put_alarm(&first).await.expect("close");
+    let open: Vec<String> = store
+        .open_alarms()
+        .await
+        .expect("open")
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(open, ["alarm-2"]);
+    assert_eq!(
+        store.alarm("alarm-1").await.expect("get").map(|a| a.state),
+        Some(first.state)
+    );
 }
 
 async fn commands_keep_their_state_and_order(store: &dyn Store) {
