@@ -1,6 +1,7 @@
 //! Vigie's server: ingestion, the live twin and the HTTP APIs, started from a
 //! [`Config`] on listeners the caller binds, and stopped cleanly on demand.
 
+pub mod alarms;
 pub mod api;
 pub mod audit;
 pub mod commands;
@@ -257,6 +258,8 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
         tokio::spawn(consumer.run(stop, done))
     });
     tokio::spawn(Arc::clone(&commands).run_timeouts(stop.clone()));
+    let alarms = Arc::new(alarms::Alarms::load(Arc::clone(&store), Arc::clone(&twin), Arc::clone(&audit)).await?);
+    tokio::spawn(Arc::clone(&alarms).run(stop.clone()));
 
     let retention = tokio::spawn(retention::run(
         Arc::clone(&store),
@@ -296,6 +299,7 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
         sso,
         console: Arc::new(console::Console::load(&config.console)?),
         commands,
+        alarms,
         stop: stop.clone(),
     };
     let http_addr = http.local_addr()?;

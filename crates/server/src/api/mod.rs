@@ -2,6 +2,7 @@
 //! Vigie's own REST API (`/api/v1`) and operations (`/health`, `/metrics`).
 
 mod accounts;
+mod alarms;
 mod audit;
 mod commands;
 mod devices;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub contexts: Arc<crate::contexts::Contexts>,
     /// OpenID Connect single sign-on, when `[sso]` enables it.
     pub sso: Option<Arc<crate::security::oidc::Oidc>>,
+    /// The alarm desk.
+    pub alarms: Arc<crate::alarms::Alarms>,
     /// Commands to equipment and their acknowledgements.
     pub commands: Arc<crate::commands::Commands>,
     /// The operator console's base map.
@@ -68,6 +71,7 @@ pub fn router(state: AppState, extra: Router) -> Router {
         .merge(accounts::routes())
         .merge(audit::routes())
         .merge(commands::routes())
+        .merge(alarms::routes())
         .route_layer(authenticate.clone());
     // `layer`, not `route_layer`: `extra` may have no routes at all.
     let extra = extra.layer(authenticate);

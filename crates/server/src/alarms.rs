@@ -1,0 +1,281 @@
+//! The alarm desk: watches every committed change of the twin, raises an
+//! alarm when a condition appears on a piece of equipment, counts it again
+//! when it comes back, clears it when it goes, and folds the equipment that
+//! depends on an alarmed one into that alarm (a cabinet's power cut is one
+//! alarm with its lights as children, not one per light). Every alarm is
+//! stored before it is shown, and every transition is in the audit trail.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+use vigie_core::alarm::{self, Alarm, AlarmAction, Condition};
+use vigie_core::{Entity, EntityId, Timestamp};
+use vigie_store::Store;
+
+use crate::api::ApiError;
+use crate::audit::Audit;
+use crate::twin::Twin;
+
+/// How many alarm changes a slow reader of [`Alarms::subscribe`] may lag.
+const FEED_CAPACITY: usize = 1024;
+
+type Key = (EntityId, String);
+
+/// Open alarms, and which conditions held at the last look at each source
+/// (a condition that goes on being reported is not a new occurrence).
+#[derive(Default)]
+struct Book {
+    alarms: HashMap<String, Alarm>,
+    by_key: HashMap<Key, String>,
+    present: HashSet<Key>,
+    /// Dependants folded into a parent's alarm: child → alarm id.
+    folded: HashMap<EntityId, String>,
+}
+
+impl Book {
+    fn insert(&mut self, alarm: Alarm) {
+        let key = (alarm.source.clone(), alarm.alarm_type.clone());
+        for child in &alarm.children {
+            self.folded.insert(child.clone(), alarm.id.clone());
+        }
+        if alarm.state.is_open() {
+            self.by_key.insert(key, alarm.id.clone());
+            self.alarms.insert(alarm.id.clone(), alarm);
+        } else {
+            self.by_key.remove(&key);
+            self.folded.retain(|_, id| *id != alarm.id);
+            self.alarms.remove(&alarm.id);
+        }
+    }
+}
+
+pub struct Alarms {
+    store: Arc<dyn Store>,
+    twin: Arc<Twin>,
+    audit: Arc<Audit>,
+    book: Mutex<Book>,
+    feed: broadcast::Sender<Alarm>,
+}
+
+impl Alarms {
+    /// The desk with the alarms left open by the previous run.
+    pub async fn load(store: Arc<dyn Store>, twin: Arc<Twin>, audit: Arc<Audit>) -> anyhow::Result<Self> {
+        let mut book = Book::default();
+        for alarm in store.open_alarms().await? {
+            book.present.insert((alarm.source.clone(), alarm.alarm_type.clone()));
+            book.insert(alarm);
+        }
+        tracing::info!(open = book.alarms.len(), "alarms loaded");
+        Ok(Self {
+            store,
+            twin,
+            audit,
+            book: Mutex::new(book),
+            feed: broadcast::channel(FEED_CAPACITY).0,
+        })
+    }
+
+    /// Every alarm change, as it happens.
+    pub fn subscribe(&self) -> broadcast::Receiver<Alarm> {
+        self.feed.subscribe()
+    }
+
+    /// The open alarms (shelved ones included), most urgent then oldest first.
+    pub fn open(&self) -> Vec<Alarm> {
+        let book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut alarms: Vec<Alarm> = book.alarms.values().cloned().collect();
+        alarms.sort_by(|a, b| (a.severity, a.raised_at, &a.id).cmp(&(b.severity, b.raised_at, &b.id)));
+        alarms
+    }
+
+    /// One alarm, open or closed.
+    pub async fn get(&self, id: &str) -> Result<Option<Alarm>, ApiError> {
+        let open = self
+            .book
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .alarms
+            .get(id)
+            .cloned();
+        match open {
+            Some(a) => Ok(Some(a)),
+            None => Ok(self.store.alarm(id).await?),
+        }
+    }
+
+    /// Evaluates every committed change until `stop`; a lag re-evaluates
+    /// the whole twin (nothing is missed, only recomputed).
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let mut feed = self.twin.subscribe();
+        loop {
+            let committed = tokio::select! {
+                () = stop.cancelled() => return,
+                received = feed.recv() => received,
+            };
+            match committed {
+                Ok(changes) => {
+                    for (_, after) in changes.iter() {
+                        if let Some(entity) = after {
+                            self.evaluate(entity).await;
+                        }
+                    }
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(
+                        missed,
+                        "the alarm desk fell behind the twin: re-evaluating every entity"
+                    );
+                    let mut all = Vec::new();
+                    self.twin.for_each(&mut |e| all.push(e.id.clone()));
+                    for id in all {
+                        if let Some(entity) = self.twin.get(id.as_str()) {
+                            self.evaluate(&entity).await;
+                        }
+                    }
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// What changed for one entity: new conditions raise (or count again,
+    /// or fold into the parent's alarm), vanished ones clear.
+    async fn evaluate(&self, entity: &Entity) {
+        let now = Timestamp::now();
+        let conditions = alarm::conditions(entity);
+        let mut changed = Vec::new();
+        {
+            let mut book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
+            let holding: HashSet<&str> = conditions.iter().map(|c| c.alarm_type.as_str()).collect();
+            // Gone: clear the source's open alarms whose condition no longer holds.
+            let gone: Vec<String> = book
+                .alarms
+                .values()
+                .filter(|a| a.source == entity.id && !holding.contains(a.alarm_type.as_str()))
+                .map(|a| a.id.clone())
+                .collect();
+            for id in gone {
+                let Some(a) = book.alarms.get_mut(&id) else {
+                    continue;
+                };
+                let was = a.state;
+                a.clear(now);
+                let cleared = (a.state != was).then(|| a.clone());
+                let kind = a.alarm_type.clone();
+                book.present.remove(&(entity.id.clone(), kind));
+                if let Some(cleared) = cleared {
+                    changed.push((cleared, "alarm.clear"));
+                }
+            }
+            for condition in &conditions {
+                let key = (entity.id.clone(), condition.alarm_type.clone());
+                let fresh = book.present.insert(key.clone());
+                if !fresh {
+                    continue; // Still reported: the same occurrence.
+                }
+                if let Some(id) = book.by_key.get(&key).cloned() {
+                    if let Some(a) = book.alarms.get_mut(&id) {
+                        a.recur(condition, now);
+                        changed.push((a.clone(), "alarm.recur"));
+                    }
+                    continue;
+                }
+                // Part of its parent's alarm? (a light on a cut cabinet)
+                if let Some(parent_alarm) = book.folded.get(&entity.id).cloned()
+                    && book.alarms.contains_key(&parent_alarm)
+                {
+                    continue;
+                }
+                let alarm = self.raise(entity, condition, now);
+                book.insert(alarm.clone());
+                changed.push((alarm, "alarm.raise"));
+            }
+        }
+        for (alarm, verb) in changed {
+            self.record(&alarm, verb, None).await;
+        }
+    }
+
+    /// A new alarm; a root cause (no supply) takes in the equipment that
+    /// depends on its source.
+    fn raise(&self, entity: &Entity, condition: &Condition, now: Timestamp) -> Alarm {
+        let id = crate::security::secrets::random_hex(8)
+            .map_or_else(|_| format!("alarm-{}", now.as_microsecond()), |h| format!("alarm-{h}"));
+        let mut alarm = Alarm::raise(id, entity, condition, now);
+        if condition.alarm_type == "power-cut" {
+            let source = entity.id.as_str();
+            let mut children = Vec::new();
+            self.twin.for_each(&mut |e| {
+                if alarm::parent_of(e) == Some(source) {
+                    children.push(e.id.clone());
+                }
+            });
+            alarm.children = children;
+        }
+        alarm
+    }
+
+    /// Stores, audits and announces an alarm's change. A store failure is
+    /// logged (the alarm stays in memory and is stored at its next change).
+    async fn record(&self, alarm: &Alarm, verb: &str, caller: Option<&crate::security::Caller>) {
+        if let Err(e) = self.store.put_alarm(alarm).await {
+            tracing::error!(alarm = %alarm.id, error = %e, "cannot store an alarm");
+        }
+        let detail = Some(format!(
+            "{} {} on {} ({}, {} children, occurrence {})",
+            alarm.severity.as_str(),
+            alarm.alarm_type,
+            alarm.source,
+            alarm.state.as_str(),
+            alarm.children.len(),
+            alarm.occurrences
+        ));
+        let event = match caller {
+            Some(caller) => vigie_core::audit::AuditEvent {
+                target: Some(alarm.id.clone()),
+                detail,
+                ..crate::audit::event(caller, verb)
+            },
+            None => vigie_core::audit::AuditEvent {
+                target: Some(alarm.id.clone()),
+                detail,
+                ..crate::audit::system_event(verb)
+            },
+        };
+        if let Err(e) = self.audit.record(event).await {
+            tracing::error!(alarm = %alarm.id, error = %e, "cannot audit an alarm's change");
+        }
+        tracing::info!(alarm = %alarm.id, source = %alarm.source, kind = %alarm.alarm_type, state = alarm.state.as_str(), verb, "alarm");
+        let _ = self.feed.send(alarm.clone());
+    }
+
+    /// An operator's action on an open alarm.
+    pub async fn act(
+        &self,
+        id: &str,
+        action: &AlarmAction,
+        caller: &crate::security::Caller,
+    ) -> Result<Alarm, ApiError> {
+        let now = Timestamp::now();
+        let alarm = {
+            let mut book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
+            let alarm = book
+                .alarms
+                .get_mut(id)
+                .ok_or_else(|| ApiError::NotFound(format!("no open alarm '{id}'")))?;
+            alarm
+                .apply(action, &caller.principal.subject, now)
+                .map_err(|e| ApiError::BadRequestData(e.to_string()))?;
+            let alarm = alarm.clone();
+            if !alarm.state.is_open() {
+                book.insert(alarm.clone());
+            }
+            alarm
+        };
+        self.record(&alarm, action.verb(), Some(caller)).await;
+        Ok(alarm)
+    }
+}

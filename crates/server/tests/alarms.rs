@@ -1,0 +1,188 @@
+//! The alarm desk through the real server: a cabinet's power cut is one
+//! alarm with its lights as children, a lamp failure elsewhere is its own
+//! alarm, a condition reported again is the same occurrence and one that
+//! comes back is counted, operators' actions follow the state machine, and
+//! open alarms survive a restart.
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestServer;
+use serde_json::{Value, json};
+
+const CABINET: &str = "urn:ngsi-ld:StreetlightControlCabinet:dijon:001";
+
+fn light(n: u32, cabinet: &str, status: &str) -> Value {
+    json!({
+        "id": format!("urn:ngsi-ld:Streetlight:dijon:{n:06}"), "type": "Streetlight", "scope": "/dijon/lighting",
+        "status": {"type": "Property", "value": status},
+        "refStreetlightControlCabinet": {"type": "Relationship", "object": cabinet},
+    })
+}
+
+fn cabinet(volts: f64) -> Value {
+    json!({"id": CABINET, "type": "StreetlightControlCabinet", "scope": "/dijon/lighting",
+           "voltageR": {"type": "Property", "value": volts, "unitCode": "VLT"}})
+}
+
+async fn upsert(s: &TestServer, entities: Value) {
+    let (status, body) = s.post_json("/ngsi-ld/v1/entityOperations/upsert", &entities).await;
+    assert!(status == 201 || status == 204, "{status} {body}");
+}
+
+/// Polls the open alarms until `done` holds; panics after 10 s.
+async fn alarms_until(s: &TestServer, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = s.get_json("/api/v1/alarms").await;
+        assert_eq!(status, 200, "{body}");
+        let alarms = body.as_array().cloned().unwrap_or_default();
+        if done(&alarms) {
+            return alarms;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "alarms still {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn act(s: &TestServer, id: &str, body: Value) -> (u16, Value) {
+    s.post_json(&format!("/api/v1/alarms/{id}/actions"), &body).await
+}
+
+#[tokio::test]
+async fn a_power_cut_is_one_alarm_with_its_lights_as_children() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let s = TestServer::start_with(common::config_for(data.path(), None), tempfile::tempdir().expect("tmp")).await;
+    let mut city = vec![cabinet(231.0)];
+    city.extend((1..=40).map(|n| light(n, CABINET, "ok")));
+    city.push(light(99, "urn:ngsi-ld:StreetlightControlCabinet:dijon:002", "ok"));
+    upsert(&s, Value::Array(city)).await;
+
+    // The cut: the cabinet reports 0 V, and its lights report faults too.
+    upsert(&s, json!([cabinet(0.0)])).await;
+    alarms_until(&s, |a| !a.is_empty()).await;
+    upsert(
+        &s,
+        Value::Array((1..=40).map(|n| light(n, CABINET, "defectiveLamp")).collect()),
+    )
+    .await;
+    // A lamp failure on another cabinet is an alarm of its own.
+    upsert(
+        &s,
+        json!([light(
+            99,
+            "urn:ngsi-ld:StreetlightControlCabinet:dijon:002",
+            "defectiveLamp"
+        )]),
+    )
+    .await;
+    let alarms = alarms_until(&s, |a| a.len() >= 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, body) = s.get_json("/api/v1/alarms").await;
+    let all = body.as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        all.len(),
+        2,
+        "one alarm for the cut, one for the other lamp, not 42: {body}"
+    );
+    let cut = &alarms[0];
+    assert_eq!(
+        (cut["type"].as_str(), cut["severity"].as_str()),
+        (Some("power-cut"), Some("critical")),
+        "{cut}"
+    );
+    assert_eq!(cut["source"], CABINET);
+    assert_eq!(cut["children"].as_array().map(Vec::len), Some(40), "{cut}");
+    assert_eq!(alarms[1]["type"], "fault:defectiveLamp");
+    let id = cut["id"].as_str().expect("id").to_owned();
+
+    // Reported again: the same occurrence. Restored: cleared; cut again: counted.
+    upsert(&s, json!([cabinet(0.0)])).await;
+    upsert(&s, json!([cabinet(229.0)])).await;
+    alarms_until(&s, |a| {
+        a.iter().any(|a| a["id"] == id.as_str() && a["state"] == "cleared")
+    })
+    .await;
+    upsert(&s, json!([cabinet(0.0)])).await;
+    let again = alarms_until(&s, |a| {
+        a.iter().any(|a| a["id"] == id.as_str() && a["state"] == "active")
+    })
+    .await;
+    let cut = again.iter().find(|a| a["id"] == id.as_str()).expect("the cut");
+    assert_eq!(cut["occurrences"], 2, "{cut}");
+
+    // The operator's side: acknowledge, comment, no close while it holds.
+    let (status, body) = act(&s, &id, json!({"action": "acknowledge"})).await;
+    assert_eq!((status, body["state"].as_str()), (200, Some("acknowledged")), "{body}");
+    let (status, body) = act(&s, &id, json!({"action": "comment", "text": "ERDF prévenu"})).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = act(&s, &id, json!({"action": "close"})).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = act(&s, &id, json!({"action": "explode"})).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = act(&s, "alarm-nope", json!({"action": "acknowledge"})).await;
+    assert_eq!(status, 404);
+    let (_, audit) = s.get_json("/api/v1/audit?action=alarm.*&limit=100").await;
+    let verbs: Vec<&str> = audit
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["action"].as_str())
+        .collect();
+    for verb in [
+        "alarm.raise",
+        "alarm.clear",
+        "alarm.recur",
+        "alarm.acknowledge",
+        "alarm.comment",
+    ] {
+        assert!(verbs.contains(&verb), "{verb} not audited: {verbs:?}");
+    }
+
+    // Open alarms survive a restart, with their comments.
+    s.running.shutdown().await;
+    let s = TestServer::start_with(common::config_for(data.path(), None), tempfile::tempdir().expect("tmp")).await;
+    let (status, cut) = s.get_json(&format!("/api/v1/alarms/{id}")).await;
+    assert_eq!(status, 200, "{cut}");
+    assert_eq!(cut["comments"][0]["text"], "ERDF prévenu");
+    // Power back, then closed: off the board.
+    upsert(&s, json!([cabinet(230.0)])).await;
+    alarms_until(&s, |a| {
+        a.iter().any(|a| a["id"] == id.as_str() && a["state"] == "cleared")
+    })
+    .await;
+    let (status, body) = act(&s, &id, json!({"action": "close"})).await;
+    assert_eq!((status, body["state"].as_str()), (200, Some("closed")), "{body}");
+    alarms_until(&s, |a| a.iter().all(|a| a["id"] != id.as_str())).await;
+    s.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_board_follows_the_callers_sight_and_role() {
+    let s = TestServer::http_only().await;
+    upsert(&s, json!([light(7, CABINET, "defectiveLamp")])).await;
+    let alarms = alarms_until(&s, |a| !a.is_empty()).await;
+    let id = alarms[0]["id"].as_str().expect("id");
+    let elsewhere = s.client_as(vigie_core::Role::Operator, "chenove", "*").await;
+    let seen: Value = elsewhere
+        .get(s.url("/api/v1/alarms"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(seen, json!([]), "an operator of Chenôve sees no alarm of Dijon");
+    let auditor = s.client_as(vigie_core::Role::Auditor, "*", "*").await;
+    let res = auditor
+        .post(s.url(&format!("/api/v1/alarms/{id}/actions")))
+        .json(&json!({"action": "acknowledge"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status(), 403, "an auditor changes nothing");
+    let (status, _) = s.get_json("/api/v1/alarms?severity=apocalyptic").await;
+    assert_eq!(status, 400);
+    s.running.shutdown().await;
+}
