@@ -389,6 +389,14 @@ async function startMap(element) {
   // Silence produces no event: re-read the view each minute so assets that
   // stopped reporting turn grey ("no recent data") on their own.
   setInterval(refresh, 60000);
+  // /console?focus=<entity id> (from the alarm board): go to it.
+  const focus = new URLSearchParams(window.location.search).get('focus');
+  if (focus) {
+    fetch(`/console/api/search?${new URLSearchParams({ q: focus })}`)
+      .then((r) => (r.ok ? r.json() : []))
+      .then((hits) => hits[0] && hits[0].id === focus && select(hits[0]))
+      .catch(() => {});
+  }
   map.once('idle', () => {
     // Navigation to a usable map, for the benchmark (performance.now() counts from navigation start).
     window.vigie.readyAt = performance.now();

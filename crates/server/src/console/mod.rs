@@ -10,6 +10,7 @@
 //! - [`overview`]: counts by commune, business line and status.
 //! - [`assets`]: the embedded JavaScript, styles and vendored libraries.
 
+mod alarms;
 mod assets;
 pub mod i18n;
 mod live;
@@ -136,6 +137,9 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/", get(|| async { Redirect::to("/console") }))
         .route("/console", get(map_page))
         .route("/console/overview", get(overview::page))
+        .route("/console/alarms", get(alarms::page))
+        .route("/console/alarms/rows", get(alarms::rows))
+        .route("/console/alarms/{id}/actions", post(alarms::act))
         .route("/console/equipment/{id}", get(panel::panel))
         .route(
             "/console/equipment/{id}/commands",
@@ -248,6 +252,12 @@ impl<'a> Sight<'a> {
             at: g.at,
         }
     }
+}
+
+/// Text percent-encoded for a URL's path segment or query value (entity ids
+/// hold ':' and may hold more).
+pub(crate) fn encoded(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
 /// The entity's `name`, else the last part of its id.

@@ -165,7 +165,7 @@ impl Commands {
             .collect();
         Self {
             viewer,
-            path_id: url::form_urlencoded::byte_serialize(entity.id.as_str().as_bytes()).collect(),
+            path_id: super::encoded(entity.id.as_str()),
             controls,
             rows,
             waiting,
@@ -370,7 +370,7 @@ fn unit_symbol(code: &str) -> &'static str {
 }
 
 /// A time as the control room reads it: Paris time, to the second.
-fn local_time(t: Timestamp) -> String {
+pub(super) fn local_time(t: Timestamp) -> String {
     t.in_tz("Europe/Paris")
         .map(|z| z.strftime("%d/%m %H:%M:%S").to_string())
         .unwrap_or_else(|_| t.to_string())

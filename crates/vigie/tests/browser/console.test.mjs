@@ -249,6 +249,34 @@ test('a dimming command sent from the panel is acknowledged by the device, and t
   });
 });
 
+test('a cabinet power cut is one alarm on the board, with its lights, acknowledged in one click', TEST, async (t) => {
+  await withPage(t, {}, async (page) => {
+    await page.goto(`${vigie.base}/console/alarms`);
+    await page.waitForSelector('#alarm-rows', { state: 'attached' });
+    const res = await api(vigie, '/api/v1/demo/faults', { method: 'POST', body: { fault: 'cabinet-power-cut' } });
+    assert.equal(res.status, 202, `POST /api/v1/demo/faults: ${res.status}`);
+    const { target } = await res.json();
+    const sent = Date.now();
+    const row = `#alarm-rows tr[data-type="power-cut"]`;
+    await page.waitForSelector(row, { state: 'attached', timeout: 10000 });
+    console.log(`power cut of ${target} on the board ${Date.now() - sent} ms after the fault was accepted`);
+    assert.equal(await page.locator(row).count(), 1, 'one alarm for the cut cabinet');
+    const children = Number(await page.textContent(`${row} td.children`));
+    assert.ok(children >= 10, `the cut cabinet's lights are its children: ${children}`);
+    await page.click(`${row} button[data-action="acknowledge"]`);
+    await page.waitForSelector(`${row}[data-state="acknowledged"]`, { state: 'attached', timeout: 5000 });
+    // Its lights raised no alarm of their own.
+    const all = await (await api(vigie, '/api/v1/alarms')).json();
+    const mine = all.filter((a) => a.source === target || a.children?.length);
+    assert.equal(mine.filter((a) => a.type === 'power-cut').length, 1, JSON.stringify(mine));
+    // Power back: the alarm clears, then closes in one click.
+    await api(vigie, '/api/v1/demo/faults', { method: 'POST', body: { fault: `cabinet-restore:${target}` } });
+    await page.waitForSelector(`${row}[data-state="cleared"]`, { state: 'attached', timeout: 10000 });
+    await page.click(`${row} button[data-action="close"]`);
+    await page.waitForSelector(row, { state: 'detached', timeout: 5000 });
+  });
+});
+
 test('clicking a light on the map opens its panel', TEST, async (t) => {
   await withPage(t, {}, async (page) => {
     const light = await someStreetlight(vigie, 7);
