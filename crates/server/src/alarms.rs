@@ -106,10 +106,13 @@ impl Alarms {
         }
     }
 
-    /// Evaluates every committed change until `stop`; a lag re-evaluates
-    /// the whole twin (nothing is missed, only recomputed).
+    /// Evaluates the whole twin once (what held while Vigie was down, or
+    /// what a crash kept from being stored, is raised now; what vanished is
+    /// cleared), then every committed change until `stop`. A lag re-evaluates
+    /// the whole twin: nothing is missed, only recomputed.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let mut feed = self.twin.subscribe();
+        self.evaluate_all().await;
         loop {
             let committed = tokio::select! {
                 () = stop.cancelled() => return,
@@ -137,6 +140,16 @@ impl Alarms {
                     }
                 }
                 Err(RecvError::Closed) => return,
+            }
+        }
+    }
+
+    async fn evaluate_all(&self) {
+        let mut all = Vec::new();
+        self.twin.for_each(&mut |e| all.push(e.id.clone()));
+        for id in all {
+            if let Some(entity) = self.twin.get(id.as_str()) {
+                self.evaluate(&entity).await;
             }
         }
     }

@@ -4,6 +4,7 @@
 //! reads by id, geo and `q` queries over a million entities, and the resident
 //! memory those entities take. It prints a Markdown report for BENCHMARKS.md.
 
+mod alarms;
 mod auth;
 mod console;
 mod ingest;
@@ -55,6 +56,8 @@ enum Scenario {
     Ngsi,
     /// The console's live changes: 50 consoles, 1,000 changes/s.
     Console,
+    /// The alarm storm: 20 cabinets cut at once.
+    Alarms,
 }
 
 /// A figure for the report: what, the measured value, and the target if any.
@@ -133,6 +136,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if wants(Scenario::Console) {
         console::fan_out(&data, &mut report).await?;
+    }
+    if wants(Scenario::Alarms) {
+        alarms::storm(&data, &mut report).await?;
     }
     println!("\n{}", report.markdown(&machine));
     Ok(())
