@@ -115,7 +115,23 @@ pub struct Alarm {
     pub shelved_until: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub comments: Vec<Comment>,
+    /// Coming and going too often: kept active (not cleared and raised
+    /// again each time) until the condition stays away for [`FLAP_WINDOW`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub flapping: bool,
+    /// When the condition last went away while flapping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_since: Option<Timestamp>,
+    /// The latest returns of the condition (at most [`FLAP_COUNT`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent: Vec<Timestamp>,
 }
+
+/// Returns of a condition within [`FLAP_WINDOW`] that make an alarm flap.
+pub const FLAP_COUNT: usize = 4;
+/// The window of flapping, and how long a flapping condition must stay away
+/// before its alarm clears.
+pub const FLAP_WINDOW: jiff::SignedDuration = jiff::SignedDuration::from_mins(10);
 
 /// What an operator does to an alarm.
 #[derive(Debug, Clone, PartialEq)]
@@ -179,6 +195,9 @@ impl Alarm {
             assignee: None,
             shelved_until: None,
             comments: Vec::new(),
+            flapping: false,
+            quiet_since: None,
+            recent: Vec::new(),
         }
     }
 
@@ -191,6 +210,15 @@ impl Alarm {
     /// (a cleared one becomes active again: the problem is back).
     pub fn recur(&mut self, condition: &Condition, at: Timestamp) {
         self.occurrences = self.occurrences.saturating_add(1);
+        self.recent.retain(|t| at.duration_since(*t) <= FLAP_WINDOW);
+        if self.recent.len() >= FLAP_COUNT {
+            self.recent.remove(0);
+        }
+        self.recent.push(at);
+        self.quiet_since = None;
+        if self.recent.len() >= FLAP_COUNT {
+            self.flapping = true;
+        }
         self.detail.clone_from(&condition.detail);
         self.severity = self.severity.min(condition.severity);
         if self.state == AlarmState::Cleared {
@@ -200,12 +228,32 @@ impl Alarm {
         self.updated_at = at;
     }
 
-    /// The condition is gone.
+    /// The condition is gone. A flapping alarm only notes when (see
+    /// [`Alarm::settle`]), so the board does not churn.
     pub fn clear(&mut self, at: Timestamp) {
+        if self.flapping {
+            self.quiet_since.get_or_insert(at);
+            return;
+        }
         if matches!(self.state, AlarmState::Active | AlarmState::Acknowledged) {
             self.state = AlarmState::Cleared;
             self.cleared_at = Some(at);
             self.updated_at = at;
+        }
+    }
+
+    /// A flapping alarm whose condition has stayed away for [`FLAP_WINDOW`]
+    /// stops flapping and clears; true when it did.
+    pub fn settle(&mut self, now: Timestamp) -> bool {
+        match self.quiet_since {
+            Some(since) if self.flapping && now.duration_since(since) >= FLAP_WINDOW => {
+                self.flapping = false;
+                self.quiet_since = None;
+                self.recent.clear();
+                self.clear(now);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -399,6 +447,29 @@ mod tests {
         alarm.clear(at(6));
         alarm.apply(&AlarmAction::Close, "ops", at(7)).expect("close");
         assert!(alarm.apply(&AlarmAction::Shelve(at(60)), "ops", at(8)).is_err());
+    }
+
+    #[test]
+    fn a_flapping_condition_keeps_one_active_alarm_until_it_settles() {
+        let c = &conditions(&cabinet(0.0))[0];
+        let mut alarm = Alarm::raise("a1".into(), &cabinet(0.0), c, at(0));
+        for minute in 1..=4 {
+            alarm.clear(at(minute * 2 - 1));
+            alarm.recur(c, at(minute * 2));
+        }
+        assert!(alarm.flapping, "4 returns within 10 minutes");
+        alarm.clear(at(9));
+        assert_eq!(alarm.state, AlarmState::Active, "no churn while flapping");
+        assert!(!alarm.settle(at(15)), "not quiet for long enough");
+        assert!(alarm.settle(at(19)));
+        assert_eq!((alarm.state, alarm.flapping), (AlarmState::Cleared, false));
+        // Slow returns do not flap.
+        let mut slow = Alarm::raise("a2".into(), &cabinet(0.0), c, at(0));
+        for n in 1..=6 {
+            slow.clear(at(n * 30 - 1));
+            slow.recur(c, at(n * 30));
+        }
+        assert!(!slow.flapping);
     }
 
     #[test]

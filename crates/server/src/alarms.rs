@@ -24,6 +24,9 @@ const FEED_CAPACITY: usize = 1024;
 
 type Key = (EntityId, String);
 
+/// The alarm type whose source's dependants are part of it.
+const ROOT_CAUSE: &str = "power-cut";
+
 /// Open alarms, and which conditions held at the last look at each source
 /// (a condition that goes on being reported is not a new occurrence).
 #[derive(Default)]
@@ -36,6 +39,29 @@ struct Book {
 }
 
 impl Book {
+    /// Whether `entity` is part of its parent's open root-cause alarm; when
+    /// it depends on an alarmed parent it was not listed under yet (it
+    /// appeared after the cut), it joins it: the parent's alarm is returned
+    /// to be recorded.
+    fn fold(&mut self, entity: &Entity) -> (bool, Option<Alarm>) {
+        if self.folded.get(&entity.id).is_some_and(|a| self.alarms.contains_key(a)) {
+            return (true, None);
+        }
+        let Some(parent) = alarm::parent_of(entity).and_then(|p| EntityId::new(p).ok()) else {
+            return (false, None);
+        };
+        let Some(id) = self.by_key.get(&(parent, ROOT_CAUSE.to_owned())).cloned() else {
+            return (false, None);
+        };
+        let Some(parent_alarm) = self.alarms.get_mut(&id) else {
+            return (false, None);
+        };
+        parent_alarm.children.push(entity.id.clone());
+        let updated = parent_alarm.clone();
+        self.folded.insert(entity.id.clone(), id);
+        (true, Some(updated))
+    }
+
     fn insert(&mut self, alarm: Alarm) {
         let key = (alarm.source.clone(), alarm.alarm_type.clone());
         for child in &alarm.children {
@@ -52,17 +78,53 @@ impl Book {
     }
 }
 
+/// How long each type of equipment may stay silent: the console's "no
+/// recent data" limits, so a grey asset on the map and a `silent` alarm
+/// mean the same thing.
+pub struct Freshness {
+    default_minutes: u32,
+    by_type: std::collections::BTreeMap<String, u32>,
+}
+
+impl Freshness {
+    pub fn from_config(c: &crate::config::ConsoleConfig) -> Self {
+        Self {
+            default_minutes: c.stale_after_minutes,
+            by_type: c.stale_after_by_type.clone(),
+        }
+    }
+
+    fn limit(&self, entity_type: &str) -> jiff::SignedDuration {
+        let minutes = self.by_type.get(entity_type).copied().unwrap_or(self.default_minutes);
+        jiff::SignedDuration::from_mins(i64::from(minutes))
+    }
+}
+
+/// The alarm type of equipment silent beyond its limit.
+const SILENT: &str = "silent";
+/// How often silences, flapping alarms and shelving are looked at.
+const TICK: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub struct Alarms {
     store: Arc<dyn Store>,
     twin: Arc<Twin>,
     audit: Arc<Audit>,
     book: Mutex<Book>,
     feed: broadcast::Sender<Alarm>,
+    freshness: Freshness,
+    /// Silence is judged only once Vigie has been up for the limit: after a
+    /// restart, equipment gets the time to report before it is called silent.
+    started: Timestamp,
 }
 
 impl Alarms {
     /// The desk with the alarms left open by the previous run.
-    pub async fn load(store: Arc<dyn Store>, twin: Arc<Twin>, audit: Arc<Audit>) -> anyhow::Result<Self> {
+    pub async fn load(
+        store: Arc<dyn Store>,
+        twin: Arc<Twin>,
+        audit: Arc<Audit>,
+        freshness: Freshness,
+    ) -> anyhow::Result<Self> {
         let mut book = Book::default();
         for alarm in store.open_alarms().await? {
             book.present.insert((alarm.source.clone(), alarm.alarm_type.clone()));
@@ -75,6 +137,8 @@ impl Alarms {
             audit,
             book: Mutex::new(book),
             feed: broadcast::channel(FEED_CAPACITY).0,
+            freshness,
+            started: Timestamp::now(),
         })
     }
 
@@ -113,9 +177,15 @@ impl Alarms {
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let mut feed = self.twin.subscribe();
         self.evaluate_all().await;
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let committed = tokio::select! {
                 () = stop.cancelled() => return,
+                _ = tick.tick() => {
+                    self.on_tick(Timestamp::now()).await;
+                    continue;
+                }
                 received = feed.recv() => received,
             };
             match committed {
@@ -154,6 +224,60 @@ impl Alarms {
         }
     }
 
+    /// The time-driven part: equipment silent beyond its limit raises a
+    /// `silent` alarm (unless it is part of its parent's alarm), and flapping
+    /// alarms whose condition stayed away settle.
+    async fn on_tick(&self, now: Timestamp) {
+        let mut silent = Vec::new();
+        self.twin.for_each_glance(&mut |sighting| {
+            if let crate::twin::Sighting::Located(g) = sighting {
+                let limit = self.freshness.limit(&g.entity_type);
+                let judged = now.duration_since(self.started) > limit;
+                if judged && g.condition.status(now, limit) == vigie_core::status::AssetStatus::Stale {
+                    silent.push(g.id.clone());
+                }
+            }
+        });
+        let mut changed = Vec::new();
+        {
+            let mut book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
+            for id in silent {
+                let key = (id.clone(), SILENT.to_owned());
+                if book.by_key.contains_key(&key) {
+                    continue;
+                }
+                let Some(entity) = self.twin.get(id.as_str()) else {
+                    continue;
+                };
+                let (folded, parent) = book.fold(&entity);
+                if let Some(parent) = parent {
+                    changed.push((parent, "alarm.fold"));
+                }
+                if folded {
+                    continue;
+                }
+                let limit = self.freshness.limit(&entity.entity_type);
+                let condition = Condition {
+                    alarm_type: SILENT.into(),
+                    severity: vigie_core::alarm::Severity::Minor,
+                    detail: format!("nothing heard for more than {} min", limit.as_secs() / 60),
+                };
+                book.present.insert(key);
+                let alarm = self.raise(&entity, &condition, now);
+                book.insert(alarm.clone());
+                changed.push((alarm, "alarm.raise"));
+            }
+            for alarm in book.alarms.values_mut() {
+                if alarm.settle(now) {
+                    changed.push((alarm.clone(), "alarm.clear"));
+                }
+            }
+        }
+        for (alarm, verb) in changed {
+            self.record(&alarm, verb, None).await;
+        }
+    }
+
     /// What changed for one entity: new conditions raise (or count again,
     /// or fold into the parent's alarm), vanished ones clear.
     async fn evaluate(&self, entity: &Entity) {
@@ -162,7 +286,12 @@ impl Alarms {
         let mut changed = Vec::new();
         {
             let mut book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
-            let holding: HashSet<&str> = conditions.iter().map(|c| c.alarm_type.as_str()).collect();
+            let mut holding: HashSet<&str> = conditions.iter().map(|c| c.alarm_type.as_str()).collect();
+            // Silence ends when the equipment is heard again, not at any change.
+            let limit = self.freshness.limit(&entity.entity_type);
+            if vigie_core::status::classify(entity, now, limit) == vigie_core::status::AssetStatus::Stale {
+                holding.insert(SILENT);
+            }
             // Gone: clear the source's open alarms whose condition no longer holds.
             let gone: Vec<String> = book
                 .alarms
@@ -197,9 +326,11 @@ impl Alarms {
                     continue;
                 }
                 // Part of its parent's alarm? (a light on a cut cabinet)
-                if let Some(parent_alarm) = book.folded.get(&entity.id).cloned()
-                    && book.alarms.contains_key(&parent_alarm)
-                {
+                let (folded, parent) = book.fold(entity);
+                if let Some(parent) = parent {
+                    changed.push((parent, "alarm.fold"));
+                }
+                if folded {
                     continue;
                 }
                 let alarm = self.raise(entity, condition, now);
@@ -218,7 +349,7 @@ impl Alarms {
         let id = crate::security::secrets::random_hex(8)
             .map_or_else(|_| format!("alarm-{}", now.as_microsecond()), |h| format!("alarm-{h}"));
         let mut alarm = Alarm::raise(id, entity, condition, now);
-        if condition.alarm_type == "power-cut" {
+        if condition.alarm_type == ROOT_CAUSE {
             let source = entity.id.as_str();
             let mut children = Vec::new();
             self.twin.for_each(&mut |e| {

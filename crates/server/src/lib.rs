@@ -258,7 +258,15 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
         tokio::spawn(consumer.run(stop, done))
     });
     tokio::spawn(Arc::clone(&commands).run_timeouts(stop.clone()));
-    let alarms = Arc::new(alarms::Alarms::load(Arc::clone(&store), Arc::clone(&twin), Arc::clone(&audit)).await?);
+    let alarms = Arc::new(
+        alarms::Alarms::load(
+            Arc::clone(&store),
+            Arc::clone(&twin),
+            Arc::clone(&audit),
+            alarms::Freshness::from_config(&config.console),
+        )
+        .await?,
+    );
     tokio::spawn(Arc::clone(&alarms).run(stop.clone()));
 
     let retention = tokio::spawn(retention::run(

@@ -186,3 +186,53 @@ async fn the_board_follows_the_callers_sight_and_role() {
     assert_eq!(status, 400);
     s.running.shutdown().await;
 }
+
+#[tokio::test]
+async fn silent_equipment_raises_an_alarm_unless_its_parent_has_one() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut config = common::config_for(data.path(), None);
+    // Any observation is old at once: silence is judged on the first tick.
+    config.console.stale_after_by_type.insert("WeatherObserved".into(), 0);
+    config.console.stale_after_by_type.insert("Streetlight".into(), 0);
+    let s = TestServer::start_with(config, tempfile::tempdir().expect("tmp")).await;
+    let observed = json!({"type": "Property", "value": 3.5, "observedAt": "2026-11-30T06:00:00Z"});
+    upsert(
+        &s,
+        json!([
+            {"id": "urn:ngsi-ld:WeatherObserved:dijon:001", "type": "WeatherObserved", "scope": "/dijon/environment",
+             "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [5.04, 47.32]}},
+             "temperature": observed},
+            cabinet(0.0),
+        ]),
+    )
+    .await;
+    let mut lamp = light(1, CABINET, "ok");
+    lamp["location"] = json!({"type": "GeoProperty", "value": {"type": "Point", "coordinates": [5.05, 47.32]}});
+    lamp["illuminanceLevel"] = observed.clone();
+    upsert(&s, json!([lamp])).await;
+    let alarms = alarms_until(&s, |a| a.iter().any(|a| a["type"] == "silent")).await;
+    tokio::time::sleep(Duration::from_secs(6)).await; // one more tick
+    let (_, body) = s.get_json("/api/v1/alarms").await;
+    let silent: Vec<&Value> = body
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["type"] == "silent")
+        .collect();
+    assert_eq!(
+        silent.len(),
+        1,
+        "the station only, the light is part of the cut: {alarms:?}"
+    );
+    assert_eq!(silent[0]["source"], "urn:ngsi-ld:WeatherObserved:dijon:001");
+    assert_eq!(silent[0]["severity"], "minor");
+    // The light, which appeared after the cut, joined the cabinet's alarm.
+    let cut: Vec<&Value> = body
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["type"] == "power-cut")
+        .collect();
+    assert_eq!(cut[0]["children"], json!(["urn:ngsi-ld:Streetlight:dijon:000001"]));
+    s.running.shutdown().await;
+}
