@@ -125,6 +125,13 @@ pub struct Alarm {
     /// The latest returns of the condition (at most [`FLAP_COUNT`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recent: Vec<Timestamp>,
+    /// How many times it was escalated for staying unacknowledged.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub escalation_level: u8,
+}
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
 }
 
 /// Returns of a condition within [`FLAP_WINDOW`] that make an alarm flap.
@@ -198,7 +205,18 @@ impl Alarm {
             flapping: false,
             quiet_since: None,
             recent: Vec::new(),
+            escalation_level: 0,
         }
+    }
+
+    /// Whether it is time to escalate once more: still active (nobody took
+    /// it), not shelved, and `after` more has passed since the last level.
+    pub fn escalation_due(&self, now: Timestamp, after: jiff::SignedDuration) -> bool {
+        let next = i64::from(self.escalation_level) + 1;
+        self.state == AlarmState::Active
+            && !self.is_shelved(now)
+            && self.escalation_level < u8::MAX
+            && now.duration_since(self.raised_at).as_secs() >= after.as_secs().saturating_mul(next)
     }
 
     /// Shelved now: off the board until the time comes.
@@ -470,6 +488,20 @@ mod tests {
             slow.recur(c, at(n * 30));
         }
         assert!(!slow.flapping);
+    }
+
+    #[test]
+    fn escalation_waits_for_each_level_and_stops_once_taken() {
+        let c = &conditions(&cabinet(0.0))[0];
+        let mut alarm = Alarm::raise("a1".into(), &cabinet(0.0), c, at(0));
+        let after = jiff::SignedDuration::from_mins(15);
+        assert!(!alarm.escalation_due(at(14), after));
+        assert!(alarm.escalation_due(at(15), after));
+        alarm.escalation_level = 1;
+        assert!(!alarm.escalation_due(at(29), after));
+        assert!(alarm.escalation_due(at(30), after));
+        alarm.apply(&AlarmAction::Acknowledge, "ops", at(31)).expect("ack");
+        assert!(!alarm.escalation_due(at(90), after), "taken: no more escalation");
     }
 
     #[test]

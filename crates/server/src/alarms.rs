@@ -115,6 +115,77 @@ pub struct Alarms {
     /// Silence is judged only once Vigie has been up for the limit: after a
     /// restart, equipment gets the time to report before it is called silent.
     started: Timestamp,
+    escalation: Escalation,
+}
+
+/// Where and when unacknowledged alarms are escalated.
+pub struct Escalation {
+    after: Option<jiff::SignedDuration>,
+    webhooks: Vec<String>,
+    http: Option<Arc<crate::outbound::HttpClient>>,
+}
+
+impl Escalation {
+    pub fn from_config(c: &crate::config::AlarmsConfig, ca_file: &str) -> anyhow::Result<Self> {
+        let after = (c.escalate_after_secs > 0)
+            .then(|| jiff::SignedDuration::from_secs(i64::try_from(c.escalate_after_secs).unwrap_or(i64::MAX)));
+        for url in &c.escalation_webhooks {
+            let parsed = url::Url::parse(url)
+                .map_err(|e| anyhow::anyhow!("alarms.escalation_webhooks: '{url}' is not a URL: {e}"))?;
+            anyhow::ensure!(
+                matches!(parsed.scheme(), "http" | "https"),
+                "alarms.escalation_webhooks: '{url}' is not an http(s) URL"
+            );
+        }
+        let http = if c.escalation_webhooks.is_empty() {
+            None
+        } else {
+            Some(Arc::new(crate::outbound::HttpClient::new(
+                ca_file,
+                false,
+                std::time::Duration::from_secs(10),
+                64 * 1024,
+            )?))
+        };
+        Ok(Self {
+            after,
+            webhooks: c.escalation_webhooks.clone(),
+            http,
+        })
+    }
+
+    /// Sends the escalation to its level's webhook, in the background; a
+    /// failure is logged (the alarm's level and the audit trail keep it).
+    fn notify(&self, alarm: &Alarm) {
+        let (Some(http), Some(url)) = (
+            self.http.clone(),
+            self.webhooks
+                .get(usize::from(alarm.escalation_level).saturating_sub(1))
+                .or(self.webhooks.last())
+                .cloned(),
+        ) else {
+            return;
+        };
+        let body = serde_json::json!({"level": alarm.escalation_level, "alarm": alarm}).to_string();
+        let id = alarm.id.clone();
+        tokio::spawn(async move {
+            let req = axum::http::Request::post(url.as_str())
+                .header(axum::http::header::CONTENT_TYPE, "application/json")
+                .body(http_body_util::Full::new(axum::body::Bytes::from(body)));
+            let outcome = match req {
+                Ok(req) => http.send(req, "alarm escalation").await.map(|(status, ..)| status),
+                Err(e) => {
+                    tracing::warn!(alarm = id, error = %e, "cannot build the escalation request");
+                    return;
+                }
+            };
+            match outcome {
+                Ok(status) if status.is_success() => tracing::info!(alarm = id, %url, "escalation delivered"),
+                Ok(status) => tracing::warn!(alarm = id, %url, %status, "the escalation webhook refused"),
+                Err(e) => tracing::warn!(alarm = id, %url, error = %e, "escalation not delivered"),
+            }
+        });
+    }
 }
 
 impl Alarms {
@@ -124,6 +195,7 @@ impl Alarms {
         twin: Arc<Twin>,
         audit: Arc<Audit>,
         freshness: Freshness,
+        escalation: Escalation,
     ) -> anyhow::Result<Self> {
         let mut book = Book::default();
         for alarm in store.open_alarms().await? {
@@ -139,6 +211,7 @@ impl Alarms {
             feed: broadcast::channel(FEED_CAPACITY).0,
             freshness,
             started: Timestamp::now(),
+            escalation,
         })
     }
 
@@ -270,6 +343,14 @@ impl Alarms {
             for alarm in book.alarms.values_mut() {
                 if alarm.settle(now) {
                     changed.push((alarm.clone(), "alarm.clear"));
+                }
+                if let Some(after) = self.escalation.after
+                    && alarm.escalation_due(now, after)
+                {
+                    alarm.escalation_level += 1;
+                    alarm.updated_at = now;
+                    self.escalation.notify(alarm);
+                    changed.push((alarm.clone(), "alarm.escalate"));
                 }
             }
         }

@@ -31,6 +31,7 @@ pub struct Config {
     pub ngsi_ld: NgsiLdConfig,
     pub console: ConsoleConfig,
     pub commands: CommandsConfig,
+    pub alarms: AlarmsConfig,
     pub tls: TlsConfig,
     pub security: SecurityConfig,
     pub audit: AuditConfig,
@@ -349,6 +350,23 @@ impl Default for NgsiLdConfig {
     }
 }
 
+/// Alarms: escalation of the ones nobody takes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlarmsConfig {
+    pub escalate_after_secs: u64,
+    pub escalation_webhooks: Vec<String>,
+}
+
+impl Default for AlarmsConfig {
+    fn default() -> Self {
+        Self {
+            escalate_after_secs: 900,
+            escalation_webhooks: Vec::new(),
+        }
+    }
+}
+
 /// Commands to equipment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -592,6 +610,14 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         key: "commands.timeout_secs",
         doc: "A command the device has not answered (IoT Agent JSON cmdexe) within this many seconds is marked expired.",
+    },
+    Setting {
+        key: "alarms.escalate_after_secs",
+        doc: "An active alarm nobody acknowledged is escalated after this many seconds, and again after each further period (0: never).",
+    },
+    Setting {
+        key: "alarms.escalation_webhooks",
+        doc: "Where escalations are POSTed as JSON ({level, alarm}): the first URL for level 1, the second for level 2, the last one beyond.",
     },
     Setting {
         key: "tls.cert_file",

@@ -236,3 +236,60 @@ async fn silent_equipment_raises_an_alarm_unless_its_parent_has_one() {
     assert_eq!(cut[0]["children"], json!(["urn:ngsi-ld:Streetlight:dijon:000001"]));
     s.running.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_alarm_nobody_takes_is_escalated_to_the_webhook_until_acknowledged() {
+    use std::sync::{Arc, Mutex};
+    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/escalate", listener.local_addr().expect("addr"));
+    let sink = Arc::clone(&received);
+    let app = axum::Router::new().route(
+        "/escalate",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let sink = Arc::clone(&sink);
+            async move {
+                sink.lock().expect("lock").push(body);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut config = common::config_for(data.path(), None);
+    config.alarms.escalate_after_secs = 1;
+    config.alarms.escalation_webhooks = vec![url];
+    let s = TestServer::start_with(config, tempfile::tempdir().expect("tmp")).await;
+    upsert(&s, json!([cabinet(0.0)])).await;
+    let alarms = alarms_until(&s, |a| !a.is_empty()).await;
+    let id = alarms[0]["id"].as_str().expect("id").to_owned();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while received.lock().expect("lock").is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no escalation after 15 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first = received.lock().expect("lock")[0].clone();
+    assert_eq!(first["level"], 1, "{first}");
+    assert_eq!(first["alarm"]["id"], id.as_str());
+    assert_eq!(first["alarm"]["type"], "power-cut");
+
+    let (status, _) = s
+        .post_json(
+            &format!("/api/v1/alarms/{id}/actions"),
+            &json!({"action": "acknowledge"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let count = received.lock().expect("lock").len();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        received.lock().expect("lock").len(),
+        count,
+        "acknowledged: no more escalation"
+    );
+    let (_, audit) = s.get_json("/api/v1/audit?action=alarm.escalate").await;
+    assert!(audit.as_array().is_some_and(|a| !a.is_empty()), "{audit}");
+    s.running.shutdown().await;
+}
