@@ -125,9 +125,55 @@ pub struct Alarm {
     /// The latest returns of the condition (at most [`FLAP_COUNT`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recent: Vec<Timestamp>,
+    /// The steps of its procedure done so far, in the order they were done.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps_done: Vec<StepDone>,
     /// How many times it was escalated for staying unacknowledged.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub escalation_level: u8,
+}
+
+/// A step of the alarm's procedure, done.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepDone {
+    /// Its index in the procedure, from 0.
+    pub step: u16,
+    pub by: String,
+    pub at: Timestamp,
+}
+
+/// Whom an operator calls for a type of alarm.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contact {
+    pub name: String,
+    pub phone: String,
+}
+
+/// The operating procedure for a type of alarm: what the operator checks
+/// and does, in order, and whom to call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Procedure {
+    /// The alarm type, or a prefix ending in ':' (`fault:` for every fault).
+    pub alarm_type: String,
+    pub title: String,
+    pub steps: Vec<String>,
+    #[serde(default)]
+    pub contacts: Vec<Contact>,
+}
+
+/// Most steps in a procedure.
+pub const MAX_STEPS: usize = 50;
+
+/// The procedure for `alarm_type`: an exact match first, else the longest
+/// matching prefix.
+pub fn procedure_for<'a>(procedures: &'a [Procedure], alarm_type: &str) -> Option<&'a Procedure> {
+    procedures.iter().find(|p| p.alarm_type == alarm_type).or_else(|| {
+        procedures
+            .iter()
+            .filter(|p| p.alarm_type.ends_with(':') && alarm_type.starts_with(&p.alarm_type))
+            .max_by_key(|p| p.alarm_type.len())
+    })
 }
 
 fn is_zero(n: &u8) -> bool {
@@ -149,6 +195,11 @@ pub enum AlarmAction {
     Shelve(Timestamp),
     Unshelve,
     Close,
+    /// Step `step` of a procedure of `of` steps is done.
+    CompleteStep {
+        step: u16,
+        of: usize,
+    },
 }
 
 impl AlarmAction {
@@ -161,6 +212,7 @@ impl AlarmAction {
             Self::Shelve(_) => "alarm.shelve",
             Self::Unshelve => "alarm.unshelve",
             Self::Close => "alarm.close",
+            Self::CompleteStep { .. } => "alarm.step",
         }
     }
 }
@@ -205,6 +257,7 @@ impl Alarm {
             flapping: false,
             quiet_since: None,
             recent: Vec::new(),
+            steps_done: Vec::new(),
             escalation_level: 0,
         }
     }
@@ -331,6 +384,25 @@ impl Alarm {
                 self.shelved_until = Some(*until);
             }
             AlarmAction::Unshelve => self.shelved_until = None,
+            AlarmAction::CompleteStep { step, of } => {
+                if !self.state.is_open() {
+                    return Err(refuse("worked on"));
+                }
+                if usize::from(*step) >= *of {
+                    return Err(AlarmError::Invalid(format!(
+                        "the procedure has {of} steps; there is no step {}",
+                        step + 1
+                    )));
+                }
+                if self.steps_done.iter().any(|d| d.step == *step) {
+                    return Err(AlarmError::Invalid(format!("step {} is already done", step + 1)));
+                }
+                self.steps_done.push(StepDone {
+                    step: *step,
+                    by: by.to_owned(),
+                    at,
+                });
+            }
             AlarmAction::Close => {
                 // Closing an alarm whose condition still holds would hide a
                 // live problem: clear first (or it clears by itself).
@@ -502,6 +574,44 @@ mod tests {
         assert!(alarm.escalation_due(at(30), after));
         alarm.apply(&AlarmAction::Acknowledge, "ops", at(31)).expect("ack");
         assert!(!alarm.escalation_due(at(90), after), "taken: no more escalation");
+    }
+
+    #[test]
+    fn procedures_match_exactly_then_by_prefix_and_steps_are_recorded_once() {
+        let p = |t: &str| Procedure {
+            alarm_type: t.into(),
+            title: t.into(),
+            steps: vec!["a".into(), "b".into()],
+            contacts: vec![],
+        };
+        let all = [p("fault:"), p("fault:defectiveLamp"), p("power-cut")];
+        assert_eq!(
+            procedure_for(&all, "fault:defectiveLamp").map(|p| p.alarm_type.as_str()),
+            Some("fault:defectiveLamp")
+        );
+        assert_eq!(
+            procedure_for(&all, "fault:error").map(|p| p.alarm_type.as_str()),
+            Some("fault:")
+        );
+        assert!(procedure_for(&all, "silent").is_none());
+        let c = &conditions(&cabinet(0.0))[0];
+        let mut alarm = Alarm::raise("a1".into(), &cabinet(0.0), c, at(0));
+        alarm
+            .apply(&AlarmAction::CompleteStep { step: 1, of: 2 }, "ops", at(1))
+            .expect("step 2");
+        assert!(
+            alarm
+                .apply(&AlarmAction::CompleteStep { step: 1, of: 2 }, "ops", at(2))
+                .is_err(),
+            "twice"
+        );
+        assert!(
+            alarm
+                .apply(&AlarmAction::CompleteStep { step: 2, of: 2 }, "ops", at(2))
+                .is_err(),
+            "no step 3"
+        );
+        assert_eq!(alarm.steps_done[0].by, "ops");
     }
 
     #[test]

@@ -116,6 +116,43 @@ pub struct Alarms {
     /// restart, equipment gets the time to report before it is called silent.
     started: Timestamp,
     escalation: Escalation,
+    procedures: Vec<vigie_core::alarm::Procedure>,
+}
+
+/// The built-in procedures (French: the control room's language).
+const BUILT_IN_PROCEDURES: &str = include_str!("../defaults/procedures.toml");
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProcedureFile {
+    #[serde(default)]
+    procedure: Vec<vigie_core::alarm::Procedure>,
+}
+
+/// The built-in procedures, replaced type by type by the city's file.
+pub fn load_procedures(path: &str) -> anyhow::Result<Vec<vigie_core::alarm::Procedure>> {
+    let parse = |text: &str, origin: &str| -> anyhow::Result<Vec<vigie_core::alarm::Procedure>> {
+        let file: ProcedureFile = toml::from_str(text).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+        for p in &file.procedure {
+            anyhow::ensure!(
+                !p.steps.is_empty() && p.steps.len() <= vigie_core::alarm::MAX_STEPS,
+                "{origin}: the procedure for '{}' needs 1 to {} steps",
+                p.alarm_type,
+                vigie_core::alarm::MAX_STEPS
+            );
+        }
+        Ok(file.procedure)
+    };
+    let mut procedures = parse(BUILT_IN_PROCEDURES, "the built-in procedures")?;
+    if !path.is_empty() {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("alarms.procedures_file: cannot read {path}: {e}"))?;
+        for own in parse(&text, &format!("alarms.procedures_file ({path})"))? {
+            procedures.retain(|p| p.alarm_type != own.alarm_type);
+            procedures.push(own);
+        }
+    }
+    Ok(procedures)
 }
 
 /// Where and when unacknowledged alarms are escalated.
@@ -196,6 +233,7 @@ impl Alarms {
         audit: Arc<Audit>,
         freshness: Freshness,
         escalation: Escalation,
+        procedures: Vec<vigie_core::alarm::Procedure>,
     ) -> anyhow::Result<Self> {
         let mut book = Book::default();
         for alarm in store.open_alarms().await? {
@@ -212,7 +250,13 @@ impl Alarms {
             freshness,
             started: Timestamp::now(),
             escalation,
+            procedures,
         })
+    }
+
+    /// The procedure to follow for a type of alarm.
+    pub fn procedure(&self, alarm_type: &str) -> Option<&vigie_core::alarm::Procedure> {
+        vigie_core::alarm::procedure_for(&self.procedures, alarm_type)
     }
 
     /// Every alarm change, as it happens.

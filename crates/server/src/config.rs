@@ -356,6 +356,7 @@ impl Default for NgsiLdConfig {
 pub struct AlarmsConfig {
     pub escalate_after_secs: u64,
     pub escalation_webhooks: Vec<String>,
+    pub procedures_file: String,
 }
 
 impl Default for AlarmsConfig {
@@ -363,6 +364,7 @@ impl Default for AlarmsConfig {
         Self {
             escalate_after_secs: 900,
             escalation_webhooks: Vec::new(),
+            procedures_file: String::new(),
         }
     }
 }
@@ -618,6 +620,10 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         key: "alarms.escalation_webhooks",
         doc: "Where escalations are POSTed as JSON ({level, alarm}): the first URL for level 1, the second for level 2, the last one beyond.",
+    },
+    Setting {
+        key: "alarms.procedures_file",
+        doc: "TOML file of intervention procedures by alarm type ([[procedure]] alarm_type, title, steps, contacts); they replace the built-in ones of the same type.",
     },
     Setting {
         key: "tls.cert_file",

@@ -265,6 +265,7 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
             Arc::clone(&audit),
             alarms::Freshness::from_config(&config.console),
             alarms::Escalation::from_config(&config.alarms, &config.ngsi_ld.outbound_ca_file)?,
+            alarms::load_procedures(&config.alarms.procedures_file)?,
         )
         .await?,
     );

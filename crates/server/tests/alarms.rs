@@ -121,6 +121,17 @@ async fn a_power_cut_is_one_alarm_with_its_lights_as_children() {
     assert_eq!(status, 400, "{body}");
     let (status, body) = act(&s, &id, json!({"action": "explode"})).await;
     assert_eq!(status, 400, "{body}");
+    // The procedure for a power cut comes with the alarm; its steps are recorded once.
+    let (_, with_procedure) = s.get_json(&format!("/api/v1/alarms/{id}")).await;
+    let steps = with_procedure["procedure"]["steps"].as_array().map_or(0, Vec::len);
+    assert!(steps >= 3, "{with_procedure}");
+    let (status, body) = act(&s, &id, json!({"action": "step", "step": 1})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["stepsDone"][0]["step"], 0);
+    let (status, _) = act(&s, &id, json!({"action": "step", "step": 1})).await;
+    assert_eq!(status, 400, "a step is done once");
+    let (status, body) = act(&s, &id, json!({"action": "step", "step": steps + 1})).await;
+    assert_eq!(status, 400, "{body}");
     let (status, _) = act(&s, "alarm-nope", json!({"action": "acknowledge"})).await;
     assert_eq!(status, 404);
     let (_, audit) = s.get_json("/api/v1/audit?action=alarm.*&limit=100").await;

@@ -64,14 +64,20 @@ async fn list(State(s): State<AppState>, caller: Caller, params: Params) -> Resu
     Ok(Json(alarms))
 }
 
-async fn one(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Alarm>, ApiError> {
+/// One alarm, with the procedure to follow for its type.
+async fn one(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     caller.check(Action::ReadEntities)?;
-    s.alarms
+    let alarm = s
+        .alarms
         .get(&id)
         .await?
         .filter(|a| sees(&s, &caller, a))
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no alarm '{id}'")))
+        .ok_or_else(|| ApiError::NotFound(format!("no alarm '{id}'")))?;
+    let mut body = serde_json::to_value(&alarm).map_err(|e| ApiError::Internal(e.to_string()))?;
+    if let (Some(obj), Some(p)) = (body.as_object_mut(), s.alarms.procedure(&alarm.alarm_type)) {
+        obj.insert("procedure".into(), serde_json::to_value(p).unwrap_or(Value::Null));
+    }
+    Ok(Json(body))
 }
 
 /// The action a request names, with its argument.
@@ -95,8 +101,18 @@ fn action(body: &Value) -> Result<AlarmAction, ApiError> {
         }
         Some("unshelve") => Ok(AlarmAction::Unshelve),
         Some("close") => Ok(AlarmAction::Close),
+        Some("step") => {
+            let step = body
+                .get("step")
+                .and_then(Value::as_u64)
+                .and_then(|n| u16::try_from(n).ok())
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| ApiError::BadRequestData("'step' is the step's number, from 1".into()))?;
+            // The procedure's length is checked by the caller, who knows the alarm.
+            Ok(AlarmAction::CompleteStep { step: step - 1, of: 0 })
+        }
         _ => Err(ApiError::BadRequestData(
-            "'action' must be acknowledge, assign, comment, shelve, unshelve or close".into(),
+            "'action' must be acknowledge, assign, comment, shelve, unshelve, close or step".into(),
         )),
     }
 }
@@ -107,13 +123,17 @@ async fn act(
     Path(id): Path<String>,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Alarm>, ApiError> {
-    let action = action(&body)?;
+    let mut action = action(&body)?;
     let alarm = s
         .alarms
         .get(&id)
         .await?
         .filter(|a| sees(&s, &caller, a))
         .ok_or_else(|| ApiError::NotFound(format!("no alarm '{id}'")))?;
+    // A step is checked against the procedure of the alarm's type.
+    if let AlarmAction::CompleteStep { of, .. } = &mut action {
+        *of = s.alarms.procedure(&alarm.alarm_type).map_or(0, |p| p.steps.len());
+    }
     s.audit
         .check_in(
             &caller,

@@ -7,7 +7,7 @@
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use vigie_core::alarm::{Alarm, AlarmAction, AlarmState, Severity};
 use vigie_core::{Action, Timestamp};
 
@@ -224,6 +224,99 @@ pub async fn rows(
 #[derive(serde::Deserialize)]
 pub(super) struct ActionForm {
     action: String,
+    #[serde(default)]
+    step: Option<u16>,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+/// One step of the procedure as the detail page shows it.
+pub(super) struct StepView {
+    number: u16,
+    text: String,
+    done: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "console/alarm.html")]
+struct Detail {
+    viewer: Viewer,
+    row: Row,
+    detail: String,
+    procedure_title: String,
+    steps: Vec<StepView>,
+    contacts: Vec<(String, String)>,
+    children: Vec<(String, String)>,
+    comments: Vec<(String, String, String)>,
+}
+
+/// `GET /console/alarms/{id}`: one alarm with its procedure, the equipment
+/// it takes in, and its comments.
+pub async fn detail(
+    State(s): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.check(Action::ReadEntities)?;
+    let viewer = Viewer::of(&s, &caller, &headers).await;
+    let alarm = s
+        .alarms
+        .get(&id)
+        .await?
+        .filter(|a| s.security.sees(&caller.principal, a.scope.as_ref()))
+        .ok_or_else(|| ApiError::NotFound(format!("no alarm '{id}'")))?;
+    let procedure = s.alarms.procedure(&alarm.alarm_type);
+    let steps = procedure
+        .map(|p| {
+            p.steps
+                .iter()
+                .enumerate()
+                .map(|(i, text)| {
+                    let number = u16::try_from(i + 1).unwrap_or(u16::MAX);
+                    let done = alarm
+                        .steps_done
+                        .iter()
+                        .find(|d| usize::from(d.step) == i)
+                        .map(|d| format!("{} · {}", d.by, super::panel::local_time(d.at)));
+                    StepView {
+                        number,
+                        text: text.clone(),
+                        done,
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let children = alarm
+        .children
+        .iter()
+        .take(200)
+        .map(|c| {
+            let name = s
+                .twin
+                .get(c.as_str())
+                .map_or_else(|| c.to_string(), |e| display_name(&e));
+            (super::encoded(c.as_str()), name)
+        })
+        .collect();
+    let comments = alarm
+        .comments
+        .iter()
+        .map(|c| (c.by.clone(), super::panel::local_time(c.at), c.text.clone()))
+        .collect();
+    Ok(render(&Detail {
+        row: Row::of(&s, &caller, &viewer, &alarm),
+        detail: alarm.detail.clone(),
+        procedure_title: procedure.map(|p| p.title.clone()).unwrap_or_default(),
+        contacts: procedure
+            .map(|p| p.contacts.iter().map(|c| (c.name.clone(), c.phone.clone())).collect())
+            .unwrap_or_default(),
+        steps,
+        children,
+        comments,
+        viewer,
+    }))
 }
 
 /// `POST /console/alarms/{id}/actions` (form `action` = acknowledge, shelve
@@ -241,12 +334,21 @@ pub async fn act(
         "acknowledge" => AlarmAction::Acknowledge,
         "shelve" => AlarmAction::Shelve(Timestamp::now() + jiff::SignedDuration::from_hours(1)),
         "close" => AlarmAction::Close,
+        "comment" => AlarmAction::Comment(form.text.clone().unwrap_or_default()),
+        "step" => {
+            let step = form
+                .step
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| ApiError::BadRequestData("'step' is the step's number, from 1".into()))?;
+            AlarmAction::CompleteStep { step: step - 1, of: 0 }
+        }
         other => {
             return Err(ApiError::BadRequestData(format!(
-                "'{other}' is not a board action: acknowledge, shelve or close"
+                "'{other}' is not a console action: acknowledge, shelve, close, comment or step"
             )));
         }
     };
+    let mut action = action;
     let viewer = Viewer::of(&s, &caller, &headers).await;
     let alarm = s
         .alarms
@@ -254,6 +356,10 @@ pub async fn act(
         .await?
         .filter(|a| s.security.sees(&caller.principal, a.scope.as_ref()))
         .ok_or_else(|| ApiError::NotFound(format!("no alarm '{id}'")))?;
+    // A step is checked against the procedure of the alarm's type.
+    if let AlarmAction::CompleteStep { of, .. } = &mut action {
+        *of = s.alarms.procedure(&alarm.alarm_type).map_or(0, |p| p.steps.len());
+    }
     s.audit
         .check_in(
             &caller,
@@ -264,6 +370,13 @@ pub async fn act(
         )
         .await?;
     let alarm = s.alarms.act(&id, &action, &caller).await?;
+    if matches!(action, AlarmAction::Comment(_) | AlarmAction::CompleteStep { .. }) {
+        // From the detail page: it reloads itself.
+        let mut res = axum::http::StatusCode::NO_CONTENT.into_response();
+        res.headers_mut()
+            .insert("hx-refresh", axum::http::HeaderValue::from_static("true"));
+        return Ok(res);
+    }
     let row = Row::of(&s, &caller, &viewer, &alarm);
     Ok(render(&OneRow { viewer, row }))
 }

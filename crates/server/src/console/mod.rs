@@ -139,6 +139,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/console/overview", get(overview::page))
         .route("/console/alarms", get(alarms::page))
         .route("/console/alarms/rows", get(alarms::rows))
+        .route("/console/alarms/{id}", get(alarms::detail))
         .route("/console/alarms/{id}/actions", post(alarms::act))
         .route("/console/equipment/{id}", get(panel::panel))
         .route(

@@ -265,6 +265,14 @@ test('a cabinet power cut is one alarm on the board, with its lights, acknowledg
     assert.ok(children >= 10, `the cut cabinet's lights are its children: ${children}`);
     await page.click(`${row} button[data-action="acknowledge"]`);
     await page.waitForSelector(`${row}[data-state="acknowledged"]`, { state: 'attached', timeout: 5000 });
+    // Its procedure: the first step done from the alarm's page is recorded with who did it.
+    await page.click(`${row} td:nth-child(2) a`);
+    await page.waitForSelector('.procedure ol.steps li[data-step="1"]', { state: 'attached', timeout: 5000 });
+    await page.click('.procedure li[data-step="1"] button[data-action="step"]');
+    await page.waitForSelector('.procedure li[data-step="1"][data-done="1"]', { state: 'attached', timeout: 5000 });
+    assert.match(await page.textContent('.procedure li[data-step="1"]'), /admin/);
+    await page.goto(`${vigie.base}/console/alarms`);
+    await page.waitForSelector(row, { state: 'attached', timeout: 5000 });
     // Its lights raised no alarm of their own.
     const all = await (await api(vigie, '/api/v1/alarms')).json();
     const mine = all.filter((a) => a.source === target || a.children?.length);
