@@ -160,10 +160,25 @@ pub struct Escalation {
     after: Option<jiff::SignedDuration>,
     webhooks: Vec<String>,
     http: Option<Arc<crate::outbound::HttpClient>>,
+    emails: Vec<String>,
+    mailer: Option<Arc<crate::mail::Mailer>>,
 }
 
 impl Escalation {
-    pub fn from_config(c: &crate::config::AlarmsConfig, ca_file: &str) -> anyhow::Result<Self> {
+    pub fn from_config(
+        c: &crate::config::AlarmsConfig,
+        mail: &crate::config::MailConfig,
+        ca_file: &str,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            c.escalation_emails.is_empty() || !mail.smtp_url.is_empty(),
+            "alarms.escalation_emails needs mail.smtp_url"
+        );
+        let mailer = if c.escalation_emails.is_empty() {
+            None
+        } else {
+            Some(Arc::new(crate::mail::Mailer::new(&mail.smtp_url, &mail.from)?))
+        };
         let after = (c.escalate_after_secs > 0)
             .then(|| jiff::SignedDuration::from_secs(i64::try_from(c.escalate_after_secs).unwrap_or(i64::MAX)));
         for url in &c.escalation_webhooks {
@@ -188,12 +203,53 @@ impl Escalation {
             after,
             webhooks: c.escalation_webhooks.clone(),
             http,
+            emails: c.escalation_emails.clone(),
+            mailer,
         })
     }
 
-    /// Sends the escalation to its level's webhook, in the background; a
-    /// failure is logged (the alarm's level and the audit trail keep it).
+    /// Mails the escalation to its level's address, in the background.
+    fn mail(&self, alarm: &Alarm) {
+        let level = usize::from(alarm.escalation_level).saturating_sub(1);
+        let (Some(mailer), Some(to)) = (
+            self.mailer.clone(),
+            self.emails.get(level).or(self.emails.last()).cloned(),
+        ) else {
+            return;
+        };
+        let subject = format!(
+            "[Vigie] Alarme {} non prise en charge (niveau {}) : {}",
+            alarm.severity.as_str(),
+            alarm.escalation_level,
+            alarm.alarm_type
+        );
+        let body = format!(
+            "L'alarme {id} ({kind}, {severity}) sur {source} n'a pas été acquittée.\n\
+             Levée le {raised}, {children} équipement(s) touché(s).\n{detail}\n\n\
+             Alarm {id} ({kind}) on {source} has not been acknowledged (escalation level {level}).\n",
+            id = alarm.id,
+            kind = alarm.alarm_type,
+            severity = alarm.severity.as_str(),
+            source = alarm.source,
+            raised = alarm.raised_at,
+            children = alarm.children.len(),
+            detail = alarm.detail,
+            level = alarm.escalation_level,
+        );
+        let id = alarm.id.clone();
+        tokio::spawn(async move {
+            match mailer.send(std::slice::from_ref(&to), &subject, &body).await {
+                Ok(()) => tracing::info!(alarm = id, %to, "escalation mailed"),
+                Err(e) => tracing::warn!(alarm = id, %to, error = %e, "escalation not mailed"),
+            }
+        });
+    }
+
+    /// Sends the escalation to its level's webhook and address, in the
+    /// background; a failure is logged (the alarm's level and the audit
+    /// trail keep it).
     fn notify(&self, alarm: &Alarm) {
+        self.mail(alarm);
         let (Some(http), Some(url)) = (
             self.http.clone(),
             self.webhooks

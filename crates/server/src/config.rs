@@ -32,6 +32,7 @@ pub struct Config {
     pub console: ConsoleConfig,
     pub commands: CommandsConfig,
     pub alarms: AlarmsConfig,
+    pub mail: MailConfig,
     pub tls: TlsConfig,
     pub security: SecurityConfig,
     pub audit: AuditConfig,
@@ -356,7 +357,25 @@ impl Default for NgsiLdConfig {
 pub struct AlarmsConfig {
     pub escalate_after_secs: u64,
     pub escalation_webhooks: Vec<String>,
+    pub escalation_emails: Vec<String>,
     pub procedures_file: String,
+}
+
+/// Outgoing e-mail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MailConfig {
+    pub smtp_url: String,
+    pub from: String,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        Self {
+            smtp_url: String::new(),
+            from: "vigie@localhost".into(),
+        }
+    }
 }
 
 impl Default for AlarmsConfig {
@@ -364,6 +383,7 @@ impl Default for AlarmsConfig {
         Self {
             escalate_after_secs: 900,
             escalation_webhooks: Vec::new(),
+            escalation_emails: Vec::new(),
             procedures_file: String::new(),
         }
     }
@@ -622,8 +642,20 @@ pub const SETTINGS: &[Setting] = &[
         doc: "Where escalations are POSTed as JSON ({level, alarm}): the first URL for level 1, the second for level 2, the last one beyond.",
     },
     Setting {
+        key: "alarms.escalation_emails",
+        doc: "Addresses escalations are mailed to (needs mail.smtp_url): the first for level 1, the second for level 2, the last one beyond.",
+    },
+    Setting {
         key: "alarms.procedures_file",
         doc: "TOML file of intervention procedures by alarm type ([[procedure]] alarm_type, title, steps, contacts); they replace the built-in ones of the same type.",
+    },
+    Setting {
+        key: "mail.smtp_url",
+        doc: "The SMTP relay e-mail goes out through, smtp://host[:port] (plain SMTP: an internal relay); empty sends no e-mail.",
+    },
+    Setting {
+        key: "mail.from",
+        doc: "The sender address of Vigie's e-mail.",
     },
     Setting {
         key: "tls.cert_file",

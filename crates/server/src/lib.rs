@@ -10,6 +10,7 @@ pub mod console;
 pub mod contexts;
 mod http;
 pub mod ingest;
+pub mod mail;
 pub mod metrics;
 pub mod outbound;
 mod retention;
@@ -264,7 +265,7 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
             Arc::clone(&twin),
             Arc::clone(&audit),
             alarms::Freshness::from_config(&config.console),
-            alarms::Escalation::from_config(&config.alarms, &config.ngsi_ld.outbound_ca_file)?,
+            alarms::Escalation::from_config(&config.alarms, &config.mail, &config.ngsi_ld.outbound_ca_file)?,
             alarms::load_procedures(&config.alarms.procedures_file)?,
         )
         .await?,

@@ -304,3 +304,63 @@ async fn an_alarm_nobody_takes_is_escalated_to_the_webhook_until_acknowledged() 
     assert!(audit.as_array().is_some_and(|a| !a.is_empty()), "{audit}");
     s.running.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_escalation_is_mailed_through_a_real_smtp_server() {
+    use std::io::BufRead;
+    let inbox = tempfile::tempdir().expect("inbox");
+    let mut sink = std::process::Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/smtp/sink.py"))
+        .arg(inbox.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs the SMTP sink (Debian's python3)");
+    let mut port = String::new();
+    std::io::BufReader::new(sink.stdout.take().expect("stdout"))
+        .read_line(&mut port)
+        .expect("the sink's port");
+    let port: u16 = port.trim().parse().expect("a port number");
+
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut config = common::config_for(data.path(), None);
+    config.alarms.escalate_after_secs = 1;
+    config.alarms.escalation_emails = vec!["astreinte@dijon.example".into()];
+    config.mail.smtp_url = format!("smtp://127.0.0.1:{port}");
+    config.mail.from = "vigie@dijon.example".into();
+    let s = TestServer::start_with(config, tempfile::tempdir().expect("tmp")).await;
+    upsert(&s, json!([cabinet(0.0)])).await;
+    let alarms = alarms_until(&s, |a| !a.is_empty()).await;
+    let id = alarms[0]["id"].as_str().expect("id").to_owned();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mail = loop {
+        let first = std::fs::read_dir(inbox.path())
+            .expect("inbox")
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "eml"));
+        if let Some(path) = first {
+            break std::fs::read_to_string(path).expect("the message");
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no mail after 15 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = sink.kill();
+    assert!(mail.starts_with("X-Rcpt: astreinte@dijon.example"), "{mail}");
+    assert!(mail.contains("From: Vigie <vigie@dijon.example>"), "{mail}");
+    let body64: String = mail
+        .split("\r\n\r\n")
+        .nth(1)
+        .or_else(|| mail.split("\n\n").nth(1))
+        .expect("a body")
+        .lines()
+        .map(str::trim)
+        .collect();
+    use base64::Engine as _;
+    let body = base64::engine::general_purpose::STANDARD
+        .decode(body64.trim_end_matches('.'))
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    assert!(body.contains(&id) && body.contains("n'a pas été acquittée"), "{body}");
+    s.running.shutdown().await;
+}
