@@ -309,14 +309,24 @@ async fn an_alarm_nobody_takes_is_escalated_to_the_webhook_until_acknowledged() 
 async fn an_escalation_is_mailed_through_a_real_smtp_server() {
     use std::io::BufRead;
     let inbox = tempfile::tempdir().expect("inbox");
-    let mut sink = std::process::Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/smtp/sink.py"))
-        .arg(inbox.path())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3 runs the SMTP sink (Debian's python3)");
+    /// The SMTP sink, stopped however the test ends.
+    struct Sink(std::process::Child);
+    impl Drop for Sink {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut sink = Sink(
+        std::process::Command::new("python3")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/smtp/sink.py"))
+            .arg(inbox.path())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs the SMTP sink (Debian's python3)"),
+    );
     let mut port = String::new();
-    std::io::BufReader::new(sink.stdout.take().expect("stdout"))
+    std::io::BufReader::new(sink.0.stdout.take().expect("stdout"))
         .read_line(&mut port)
         .expect("the sink's port");
     let port: u16 = port.trim().parse().expect("a port number");
@@ -345,7 +355,7 @@ async fn an_escalation_is_mailed_through_a_real_smtp_server() {
         assert!(tokio::time::Instant::now() < deadline, "no mail after 15 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let _ = sink.kill();
+    drop(sink);
     assert!(mail.starts_with("X-Rcpt: astreinte@dijon.example"), "{mail}");
     assert!(mail.contains("From: Vigie <vigie@dijon.example>"), "{mail}");
     let body64: String = mail
