@@ -12,9 +12,12 @@
 
 pub mod calendar;
 pub mod clock;
+pub mod dry_run;
+pub mod engine;
 pub mod expr;
 pub mod spec;
 
+pub use engine::{Engine, EvalErrors, Firing};
 pub use spec::{AppliesTo, Channel, Communes, Priority, Rule, RuleAction, RuleSet, SunEvent, Trigger};
 
 /// Most rules one engine holds.
