@@ -55,7 +55,11 @@ pub enum EvalError {
 
 /// Line and column (1-based) of byte `offset` in `text`.
 fn position(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = &text[..end];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, column)
@@ -120,8 +124,8 @@ pub fn compile(rule: &str, field: &str, source: &str) -> Result<Expr, RuleError>
         Ok(Ok(p)) => p,
         Ok(Err(errors)) => {
             let first = errors.errors.first();
-            // cel reports 1-based lines and 0-based columns.
-            let (line, column) = first.map_or((1, 1), |e| (e.pos.0.max(1) as usize, e.pos.1.max(0) as usize + 1));
+            // cel reports 1-based lines and columns.
+            let (line, column) = first.map_or((1, 1), |e| (e.pos.0.max(1) as usize, e.pos.1.max(1) as usize));
             let message = first.map_or_else(|| "syntax error".to_owned(), |e| e.msg.clone());
             return Err(RuleError::Expression {
                 rule: rule.to_owned(),
@@ -355,6 +359,30 @@ mod tests {
     }
 
     #[test]
+    fn columns_are_one_based() {
+        for (src, at) in [("x ) y", (1, 3)), (")", (1, 1)), ("status ==\n  )", (2, 3))] {
+            match compile("r", "condition", src) {
+                Err(RuleError::Expression { line, column, .. }) => assert_eq!((line, column), at, "{src}"),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        // An oversized expression cut inside a multi-byte character.
+        let long = "é".repeat(MAX_EXPRESSION_LEN);
+        assert!(compile("r", "condition", &long).is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+        /// Whatever an author types, compiling and evaluating gives an answer or an error.
+        #[test]
+        fn no_input_panics(source in "[a-zA-Z0-9_ .,'\"()\\[\\]{}!<>=&|+*/%?:-]{0,200}") {
+            if let Ok(e) = compile("r", "condition", &source) {
+                let _ = Evaluator::default().eval(&e, &lamp(), Timestamp::UNIX_EPOCH);
+            }
+        }
+    }
+
+    #[test]
     fn bounds_refuse_oversized_and_deep_expressions() {
         let long = format!("status == '{}'", "a".repeat(MAX_EXPRESSION_LEN));
         assert!(compile("r", "condition", &long).is_err());
@@ -368,5 +396,9 @@ mod tests {
         assert_eq!(eval(&flat, "2026-12-01T21:30:00Z"), Ok(Cel::Bool(true)));
         let sum = vec!["1.0"; 200].join(" + ");
         assert_eq!(eval(&sum, "2026-12-01T21:30:00Z"), Ok(Cel::Float(200.0)));
+        // The most operators allowed, chained: the evaluator's recursion holds.
+        let chain = vec!["1.0"; MAX_OPERATORS * 2].join("+");
+        assert_eq!(eval(&chain, "2026-12-01T21:30:00Z"), Ok(Cel::Float(512.0)));
+        assert!(compile("r", "condition", &vec!["1.0"; MAX_OPERATORS * 2 + 2].join("+")).is_err());
     }
 }

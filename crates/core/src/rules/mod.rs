@@ -8,7 +8,8 @@
 //! - [`expr`]: CEL conditions, compiled once, evaluated over an entity;
 //! - [`engine`]: the triggers' state machines;
 //! - [`calendar`], [`clock`]: public holidays, Paris time, cron, the sun;
-//! - [`dry_run`]: a rule replayed over recorded history.
+//! - [`dry_run`]: a rule replayed over recorded history;
+//! - [`template`]: the texts of actions, filled from the equipment.
 
 pub mod calendar;
 pub mod clock;
@@ -16,6 +17,7 @@ pub mod dry_run;
 pub mod engine;
 pub mod expr;
 pub mod spec;
+pub mod template;
 
 pub use engine::{Engine, EvalErrors, Firing};
 pub use spec::{AppliesTo, Channel, Communes, Priority, Rule, RuleAction, RuleSet, SunEvent, Trigger};
