@@ -65,7 +65,14 @@ struct State {
     fired: VecDeque<(Timestamp, (f64, f64))>,
     /// Clock rules: the previous tick, to fire once per crossing.
     last_tick: Option<Timestamp>,
+    /// Astronomical rules: sun events per UTC day and place (to 0.01°,
+    /// about a kilometre, a few seconds of sun), so a tick over a city's
+    /// lamps computes each a handful of times, not once per lamp.
+    sun: HashMap<(jiff::civil::Date, i32, i32), Option<(Timestamp, Timestamp)>>,
 }
+
+/// Most places and days an astronomical rule remembers before starting afresh.
+const MAX_SUN_CACHE: usize = 4_096;
 
 struct Loaded {
     rule: Rule,
@@ -147,6 +154,25 @@ impl Engine {
             });
         }
         engine
+    }
+
+    /// Replaces the rules with `set`, keeping what is pending or raised for
+    /// the rules whose id and version did not change (a new version starts
+    /// afresh: its condition may mean something else).
+    pub fn reload(&mut self, set: RuleSet) {
+        let mut old: HashMap<(Arc<str>, u32), (State, EvalErrors)> = self
+            .rules
+            .drain(..)
+            .map(|r| ((r.id, r.rule.version), (r.state, r.errors)))
+            .collect();
+        let mut next = Engine::new(set);
+        for r in &mut next.rules {
+            if let Some((state, errors)) = old.remove(&(r.id.clone(), r.rule.version)) {
+                r.state = state;
+                r.errors = errors;
+            }
+        }
+        *self = next;
     }
 
     pub fn len(&self) -> usize {
@@ -441,12 +467,21 @@ impl Loaded {
         let last = last.max(now - MAX_CATCH_UP);
         let offset = SignedDuration::from_mins(i64::from(offset_minutes));
         let today = now.to_zoned(TimeZone::UTC).date();
+        let cache = &mut self.state.sun;
+        if cache.len() > MAX_SUN_CACHE {
+            cache.clear();
+        }
+        let (x, y) = ((lon * 100.0).round() as i32, (lat * 100.0).round() as i32);
         // The event of the previous or next UTC day may fall in the interval
         // once offset (sunset + 6 h is after midnight).
         [today.yesterday(), Ok(today), today.tomorrow()]
             .into_iter()
             .flatten()
-            .filter_map(|day| clock::sun_events(day, lon, lat))
+            .filter_map(|day| {
+                *cache
+                    .entry((day, x, y))
+                    .or_insert_with(|| clock::sun_events(day, f64::from(x) / 100.0, f64::from(y) / 100.0))
+            })
             .filter_map(|(rise, set)| {
                 let t = if event == SunEvent::Sunrise { rise } else { set };
                 t.checked_add(offset).ok()
@@ -646,7 +681,11 @@ mod tests {
             t += SignedDuration::from_mins(1);
         }
         assert_eq!(fired.len(), 1, "{fired:?}");
-        assert!(fired[0].at >= due && fired[0].at < due + SignedDuration::from_mins(1));
+        // The sun is computed to 0.01° of the lamp: within seconds of `due`.
+        assert!(
+            fired[0].at.duration_since(due).abs() <= SignedDuration::from_mins(1),
+            "{fired:?}"
+        );
         // A lamp already on is left alone.
         let on = lamp("2", "ok", 5.04);
         engine.on_tick(due - SignedDuration::from_mins(1), [&on].into_iter());
@@ -685,6 +724,24 @@ mod tests {
         engine.on_change(&lamp("1", "fault", 5.0400), at(0));
         engine.on_change(&lamp("2", "fault", 5.0404), at(30));
         assert!(engine.on_change(&lamp("3", "fault", 5.0408), at(70)).is_empty());
+    }
+
+    #[test]
+    fn reload_keeps_the_state_of_unchanged_rules() {
+        let mut engine = engine_with(&["lamp-out-at-night"]);
+        let night = ts("2026-12-01T21:00:00Z");
+        assert_eq!(engine.on_change(&lamp("1", "fault", 5.04), night).len(), 1);
+        let set = RuleSet::parse_toml(EXAMPLES).expect("valid");
+        let mut rules: Vec<Rule> = set.rules().filter(|r| r.id == "lamp-out-at-night").cloned().collect();
+        engine.reload(RuleSet::from_rules(rules.clone()).expect("valid"));
+        assert!(
+            engine.on_change(&lamp("1", "fault", 5.04), night).is_empty(),
+            "already raised"
+        );
+        rules[0].version = 2;
+        engine.reload(RuleSet::from_rules(rules).expect("valid"));
+        let f = engine.on_change(&lamp("1", "fault", 5.04), night);
+        assert!(f.len() == 1 && f[0].rule_version == 2, "a new version starts afresh");
     }
 
     #[test]
