@@ -14,6 +14,7 @@ pub mod decode;
 pub mod device;
 pub mod entity;
 pub mod ngsi;
+pub mod rules;
 pub mod scope;
 pub mod status;
 
