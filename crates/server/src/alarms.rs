@@ -117,6 +117,45 @@ pub struct Alarms {
     started: Timestamp,
     escalation: Escalation,
     procedures: Vec<vigie_core::alarm::Procedure>,
+    /// The city's declarative rules, evaluated on every change and tick.
+    rules: Mutex<vigie_core::rules::Engine>,
+    /// Alarm types raised by rules: cleared by their rules, not by the
+    /// built-in conditions' absence.
+    rule_types: HashSet<String>,
+    commands: Arc<crate::commands::Commands>,
+}
+
+/// How the desk judges and acts, from the configuration.
+pub struct Policy {
+    pub freshness: Freshness,
+    pub escalation: Escalation,
+    pub procedures: Vec<vigie_core::alarm::Procedure>,
+    pub rules: vigie_core::rules::RuleSet,
+}
+
+impl Policy {
+    pub fn from_config(config: &crate::Config) -> anyhow::Result<Self> {
+        Ok(Self {
+            freshness: Freshness::from_config(&config.console),
+            escalation: Escalation::from_config(&config.alarms, &config.mail, &config.ngsi_ld.outbound_ca_file)?,
+            procedures: load_procedures(&config.alarms.procedures_file)?,
+            rules: load_rules(&config.alarms.rules_file)?,
+        })
+    }
+}
+
+/// The city's rules file (`alarms.rules_file`), every error named.
+pub fn load_rules(path: &str) -> anyhow::Result<vigie_core::rules::RuleSet> {
+    if path.is_empty() {
+        return vigie_core::rules::RuleSet::from_rules(Vec::new())
+            .map_err(|e| anyhow::anyhow!("empty rule set: {e:?}"));
+    }
+    let text =
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("alarms.rules_file: cannot read {path}: {e}"))?;
+    vigie_core::rules::RuleSet::parse_toml(&text).map_err(|errors| {
+        let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("alarms.rules_file {path}: {}", list.join("; "))
+    })
 }
 
 /// The built-in procedures (French: the control room's language).
@@ -287,10 +326,24 @@ impl Alarms {
         store: Arc<dyn Store>,
         twin: Arc<Twin>,
         audit: Arc<Audit>,
-        freshness: Freshness,
-        escalation: Escalation,
-        procedures: Vec<vigie_core::alarm::Procedure>,
+        commands: Arc<crate::commands::Commands>,
+        policy: Policy,
     ) -> anyhow::Result<Self> {
+        let Policy {
+            freshness,
+            escalation,
+            procedures,
+            rules,
+        } = policy;
+        let rule_types = rules
+            .rules()
+            .flat_map(|r| r.actions.iter())
+            .filter_map(|a| match a {
+                vigie_core::rules::RuleAction::RaiseAlarm { alarm_type, .. } => Some(alarm_type.clone()),
+                _ => None,
+            })
+            .collect();
+        tracing::info!(rules = rules.len(), "rules loaded");
         let mut book = Book::default();
         for alarm in store.open_alarms().await? {
             book.present.insert((alarm.source.clone(), alarm.alarm_type.clone()));
@@ -307,6 +360,9 @@ impl Alarms {
             started: Timestamp::now(),
             escalation,
             procedures,
+            rules: Mutex::new(vigie_core::rules::Engine::new(rules)),
+            rule_types,
+            commands,
         })
     }
 
@@ -401,6 +457,19 @@ impl Alarms {
     /// `silent` alarm (unless it is part of its parent's alarm), and flapping
     /// alarms whose condition stayed away settle.
     async fn on_tick(&self, now: Timestamp) {
+        let firings = {
+            let mut engine = self.rules.lock().unwrap_or_else(PoisonError::into_inner);
+            if engine.is_empty() {
+                Vec::new()
+            } else {
+                let all = self
+                    .twin
+                    .select(crate::twin::Candidates::All, &|_| true, 0, usize::MAX, false)
+                    .entities;
+                engine.on_tick(now, all.iter().map(|e| &**e))
+            }
+        };
+        self.fire(firings, now).await;
         let mut silent = Vec::new();
         self.twin.for_each_glance(&mut |sighting| {
             if let crate::twin::Sighting::Located(g) = sighting {
@@ -463,6 +532,12 @@ impl Alarms {
     /// or fold into the parent's alarm), vanished ones clear.
     async fn evaluate(&self, entity: &Entity) {
         let now = Timestamp::now();
+        let firings = self
+            .rules
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .on_change(entity, now);
+        self.fire(firings, now).await;
         let conditions = alarm::conditions(entity);
         let mut changed = Vec::new();
         {
@@ -477,7 +552,11 @@ impl Alarms {
             let gone: Vec<String> = book
                 .alarms
                 .values()
-                .filter(|a| a.source == entity.id && !holding.contains(a.alarm_type.as_str()))
+                .filter(|a| {
+                    a.source == entity.id
+                        && !holding.contains(a.alarm_type.as_str())
+                        && !self.rule_types.contains(&a.alarm_type)
+                })
                 .map(|a| a.id.clone())
                 .collect();
             for id in gone {
@@ -521,6 +600,102 @@ impl Alarms {
         }
         for (alarm, verb) in changed {
             self.record(&alarm, verb, None).await;
+        }
+    }
+
+    /// Carries out what rules decided: raise or clear their alarms (with the
+    /// same de-duplication and folding as built-in conditions) and send
+    /// their commands. Notifications, attribute changes, work orders and
+    /// public information are not carried out yet: logged.
+    async fn fire(&self, firings: Vec<vigie_core::rules::Firing>, now: Timestamp) {
+        use vigie_core::rules::RuleAction;
+        for firing in firings {
+            let Some(entity) = self.twin.get(firing.entity_id.as_str()) else {
+                continue;
+            };
+            for action in firing.actions.iter() {
+                match action {
+                    RuleAction::RaiseAlarm {
+                        alarm_type,
+                        severity,
+                        detail,
+                    } => {
+                        if firing.cleared {
+                            self.clear_rule_alarm(&entity, alarm_type, now).await;
+                        } else {
+                            let condition = Condition {
+                                alarm_type: alarm_type.clone(),
+                                severity: *severity,
+                                detail: format!(
+                                    "{} (rule {} v{})",
+                                    vigie_core::rules::template::render(detail, &entity),
+                                    firing.rule_id,
+                                    firing.rule_version
+                                ),
+                            };
+                            self.raise_rule_alarm(&entity, &condition, now).await;
+                        }
+                    }
+                    RuleAction::ClearAlarm { alarm_type } if !firing.cleared => {
+                        self.clear_rule_alarm(&entity, alarm_type, now).await;
+                    }
+                    RuleAction::SendCommand { command, value } if !firing.cleared => {
+                        let by = format!("rule:{}", firing.rule_id);
+                        if let Err(e) = self.commands.send(&entity, command, value, &by).await {
+                            tracing::warn!(rule = %firing.rule_id, entity = %entity.id, error = %e, "a rule's command was refused");
+                        }
+                    }
+                    other if !firing.cleared => {
+                        tracing::info!(rule = %firing.rule_id, entity = %entity.id, action = ?other, "rule action not carried out yet");
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    async fn raise_rule_alarm(&self, entity: &Entity, condition: &Condition, now: Timestamp) {
+        let mut changed = Vec::new();
+        {
+            let mut book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
+            let key = (entity.id.clone(), condition.alarm_type.clone());
+            book.present.insert(key.clone());
+            if let Some(id) = book.by_key.get(&key).cloned() {
+                if let Some(a) = book.alarms.get_mut(&id) {
+                    a.recur(condition, now);
+                    changed.push((a.clone(), "alarm.recur"));
+                }
+            } else {
+                let (folded, parent) = book.fold(entity);
+                if let Some(parent) = parent {
+                    changed.push((parent, "alarm.fold"));
+                }
+                if !folded {
+                    let alarm = self.raise(entity, condition, now);
+                    book.insert(alarm.clone());
+                    changed.push((alarm, "alarm.raise"));
+                }
+            }
+        }
+        for (alarm, verb) in changed {
+            self.record(&alarm, verb, None).await;
+        }
+    }
+
+    async fn clear_rule_alarm(&self, entity: &Entity, alarm_type: &str, now: Timestamp) {
+        let cleared = {
+            let mut book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
+            let key = (entity.id.clone(), alarm_type.to_owned());
+            book.present.remove(&key);
+            let id = book.by_key.get(&key).cloned();
+            id.and_then(|id| book.alarms.get_mut(&id)).and_then(|a| {
+                let was = a.state;
+                a.clear(now);
+                (a.state != was).then(|| a.clone())
+            })
+        };
+        if let Some(alarm) = cleared {
+            self.record(&alarm, "alarm.clear", None).await;
         }
     }
 

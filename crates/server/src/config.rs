@@ -359,6 +359,7 @@ pub struct AlarmsConfig {
     pub escalation_webhooks: Vec<String>,
     pub escalation_emails: Vec<String>,
     pub procedures_file: String,
+    pub rules_file: String,
 }
 
 /// Outgoing e-mail.
@@ -385,6 +386,7 @@ impl Default for AlarmsConfig {
             escalation_webhooks: Vec::new(),
             escalation_emails: Vec::new(),
             procedures_file: String::new(),
+            rules_file: String::new(),
         }
     }
 }
@@ -648,6 +650,10 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         key: "alarms.procedures_file",
         doc: "TOML file of intervention procedures by alarm type ([[procedure]] alarm_type, title, steps, contacts); they replace the built-in ones of the same type.",
+    },
+    Setting {
+        key: "alarms.rules_file",
+        doc: "TOML file of the city's rules ([[rule]]: CEL conditions, triggers, actions; docs/automation.md); every error is named at start.",
     },
     Setting {
         key: "mail.smtp_url",

@@ -264,9 +264,8 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
             Arc::clone(&store),
             Arc::clone(&twin),
             Arc::clone(&audit),
-            alarms::Freshness::from_config(&config.console),
-            alarms::Escalation::from_config(&config.alarms, &config.mail, &config.ngsi_ld.outbound_ca_file)?,
-            alarms::load_procedures(&config.alarms.procedures_file)?,
+            Arc::clone(&commands),
+            alarms::Policy::from_config(&config)?,
         )
         .await?,
     );

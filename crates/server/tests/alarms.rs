@@ -374,3 +374,77 @@ async fn an_escalation_is_mailed_through_a_real_smtp_server() {
     assert!(body.contains(&id) && body.contains("n'a pas été acquittée"), "{body}");
     s.running.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_citys_rule_raises_and_clears_its_alarm() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let rules = data.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        r#"
+[[rule]]
+id = "dim-light-too-bright"
+version = 3
+name = "A light asked to dim still shines too much"
+applies_to = { types = ["Streetlight"] }
+trigger = { type = "on-change" }
+condition = "illuminanceLevel > 0.8 && powerState == 'low'"
+
+[[rule.actions]]
+action = "raise-alarm"
+alarm_type = "dimming-ignored"
+severity = "minor"
+detail = "Level {illuminanceLevel} at {id}"
+"#,
+    )
+    .expect("write rules");
+    let mut config = common::config_for(data.path(), None);
+    config.alarms.rules_file = rules.display().to_string();
+    let s = TestServer::start_with(config, tempfile::tempdir().expect("tmp")).await;
+    let lamp = |level: f64| {
+        json!([{"id": "urn:ngsi-ld:Streetlight:dijon:000005", "type": "Streetlight", "scope": "/dijon/lighting",
+                "powerState": {"type": "Property", "value": "low"},
+                "illuminanceLevel": {"type": "Property", "value": level}}])
+    };
+    upsert(&s, lamp(0.5)).await;
+    upsert(&s, lamp(0.95)).await;
+    let alarms = alarms_until(&s, |a| a.iter().any(|a| a["type"] == "dimming-ignored")).await;
+    let raised = alarms
+        .iter()
+        .find(|a| a["type"] == "dimming-ignored")
+        .expect("the rule's alarm");
+    assert_eq!(raised["severity"], "minor");
+    assert!(
+        raised["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("Level 0.95") && d.contains("rule dim-light-too-bright v3")),
+        "{raised}"
+    );
+    // Another change that still matches is the same occurrence; back to normal clears it.
+    upsert(&s, lamp(0.9)).await;
+    upsert(&s, lamp(0.5)).await;
+    let alarms = alarms_until(&s, |a| {
+        a.iter()
+            .any(|a| a["type"] == "dimming-ignored" && a["state"] == "cleared")
+    })
+    .await;
+    let cleared = alarms
+        .iter()
+        .find(|a| a["type"] == "dimming-ignored")
+        .expect("still on the board");
+    assert_eq!(cleared["occurrences"], 1);
+    s.running.shutdown().await;
+
+    // A rule file with errors stops the start with every error named.
+    std::fs::write(
+        &rules,
+        "[[rule]]\nid = \"broken\"\ntrigger = { type = \"on-change\" }\ncondition = \"status ==\"\n",
+    )
+    .expect("write");
+    let mut config = common::config_for(data.path(), None);
+    config.alarms.rules_file = rules.display().to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let refused = vigie_server::start(config, listener, axum::Router::new()).await;
+    let error = refused.err().map(|e| format!("{e:#}")).unwrap_or_default();
+    assert!(error.contains("broken") && error.contains("rules_file"), "{error}");
+}
