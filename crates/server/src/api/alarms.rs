@@ -117,31 +117,41 @@ fn action(body: &Value) -> Result<AlarmAction, ApiError> {
     }
 }
 
+/// Acts on an alarm the caller sees, as its role allows in the alarm's
+/// scope (refusals audited); a step is checked against the procedure of
+/// the alarm's type. The one way the API and the console act on alarms.
+pub(crate) async fn act_on_alarm(
+    s: &AppState,
+    caller: &Caller,
+    id: &str,
+    mut action: AlarmAction,
+) -> Result<Alarm, ApiError> {
+    let alarm = s
+        .alarms
+        .get(id)
+        .await?
+        .filter(|a| sees(s, caller, a))
+        .ok_or_else(|| ApiError::NotFound(format!("no alarm '{id}'")))?;
+    if let AlarmAction::CompleteStep { of, .. } = &mut action {
+        *of = s.alarms.procedure(&alarm.alarm_type).map_or(0, |p| p.steps.len());
+    }
+    s.audit
+        .check_in(
+            caller,
+            Action::WriteEntities,
+            alarm.scope.as_ref(),
+            action.verb(),
+            Some(id),
+        )
+        .await?;
+    s.alarms.act(id, &action, caller).await
+}
+
 async fn act(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Alarm>, ApiError> {
-    let mut action = action(&body)?;
-    let alarm = s
-        .alarms
-        .get(&id)
-        .await?
-        .filter(|a| sees(&s, &caller, a))
-        .ok_or_else(|| ApiError::NotFound(format!("no alarm '{id}'")))?;
-    // A step is checked against the procedure of the alarm's type.
-    if let AlarmAction::CompleteStep { of, .. } = &mut action {
-        *of = s.alarms.procedure(&alarm.alarm_type).map_or(0, |p| p.steps.len());
-    }
-    s.audit
-        .check_in(
-            &caller,
-            Action::WriteEntities,
-            alarm.scope.as_ref(),
-            action.verb(),
-            Some(&id),
-        )
-        .await?;
-    Ok(Json(s.alarms.act(&id, &action, &caller).await?))
+    Ok(Json(act_on_alarm(&s, &caller, &id, action(&body)?).await?))
 }

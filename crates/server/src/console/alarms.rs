@@ -348,29 +348,10 @@ pub async fn act(
             )));
         }
     };
-    let mut action = action;
     let viewer = Viewer::of(&s, &caller, &headers).await;
-    let alarm = s
-        .alarms
-        .get(&id)
-        .await?
-        .filter(|a| s.security.sees(&caller.principal, a.scope.as_ref()))
-        .ok_or_else(|| ApiError::NotFound(format!("no alarm '{id}'")))?;
-    // A step is checked against the procedure of the alarm's type.
-    if let AlarmAction::CompleteStep { of, .. } = &mut action {
-        *of = s.alarms.procedure(&alarm.alarm_type).map_or(0, |p| p.steps.len());
-    }
-    s.audit
-        .check_in(
-            &caller,
-            Action::WriteEntities,
-            alarm.scope.as_ref(),
-            action.verb(),
-            Some(&id),
-        )
-        .await?;
-    let alarm = s.alarms.act(&id, &action, &caller).await?;
-    if matches!(action, AlarmAction::Comment(_) | AlarmAction::CompleteStep { .. }) {
+    let from_detail_page = matches!(action, AlarmAction::Comment(_) | AlarmAction::CompleteStep { .. });
+    let alarm = crate::api::act_on_alarm(&s, &caller, &id, action).await?;
+    if from_detail_page {
         // From the detail page: it reloads itself.
         let mut res = axum::http::StatusCode::NO_CONTENT.into_response();
         res.headers_mut()
