@@ -312,7 +312,7 @@ async function startMap(element) {
       const response = await fetch(`/console/equipment/${encodeURIComponent(id)}`);
       if (!response.ok || id !== selected) return;
       const fresh = new DOMParser().parseFromString(await response.text(), 'text/html');
-      for (const part of ['.badge', '.attrs tbody', '.events-section']) {
+      for (const part of ['.panel-head .badge', '.alarms-section', '.attrs tbody', '.events-section']) {
         const now = panel.querySelector(part);
         const next = fresh.querySelector(part);
         if (now && next) now.replaceWith(document.adoptNode(next));

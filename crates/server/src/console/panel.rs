@@ -37,6 +37,16 @@ pub(super) struct Related {
     via: String,
 }
 
+/// An open alarm on the asset, or one it is part of.
+pub(super) struct AlarmLine {
+    id: String,
+    severity: &'static str,
+    alarm_type: String,
+    state: &'static str,
+    /// Raised on another asset this one depends on.
+    via_parent: bool,
+}
+
 pub(super) struct Event {
     at: String,
     attribute: String,
@@ -60,6 +70,7 @@ struct Panel {
     /// Numeric measures the chart can draw, comma-separated.
     charted: String,
     commands: Commands,
+    alarms: Vec<AlarmLine>,
 }
 
 /// A command as the panel lists it.
@@ -288,8 +299,22 @@ pub async fn panel(
         .map_or_else(String::new, |sc| s.console.commune_name(sc.commune.as_str()).to_owned());
     let texts = viewer.texts;
     let commands = Commands::of(&s, &caller, viewer.clone(), &entity, None).await;
+    let alarms = s
+        .alarms
+        .open()
+        .into_iter()
+        .filter(|a| a.source == entity.id || a.children.contains(&entity.id))
+        .map(|a| AlarmLine {
+            via_parent: a.source != entity.id,
+            id: a.id,
+            severity: a.severity.as_str(),
+            alarm_type: a.alarm_type,
+            state: a.state.as_str(),
+        })
+        .collect();
     Ok(render(&Panel {
         commands,
+        alarms,
         id: entity.id.to_string(),
         name: display_name(&entity),
         entity_type: entity.entity_type.clone(),
