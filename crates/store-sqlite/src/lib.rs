@@ -135,6 +135,16 @@ fn from_micros(us: i64, what: &str) -> Result<Timestamp> {
     })
 }
 
+/// A stored JSON body, or an error naming the record.
+fn decode<T: serde::de::DeserializeOwned>(what: &str, id: &str, body: &str) -> Result<T> {
+    serde_json::from_str(body).map_err(|e| corrupt(format!("{what} {id}"), e))
+}
+
+/// `(id, body)` rows, decoded in order.
+fn decode_rows<T: serde::de::DeserializeOwned>(what: &str, rows: Vec<(String, String)>) -> Result<Vec<T>> {
+    rows.into_iter().map(|(id, b)| decode(what, &id, &b)).collect()
+}
+
 fn corrupt(what: impl Into<String>, reason: impl ToString) -> StoreError {
     StoreError::Corrupt {
         what: what.into(),
@@ -386,14 +396,23 @@ impl SqliteStore {
         Ok(())
     }
 
-    async fn get_body<T: serde::de::DeserializeOwned>(&self, table: BodyTable, id: &str) -> Result<Option<T>> {
-        let body: Option<String> = sqlx::query_scalar(table.select_one())
+    /// A record's body, `None` when there is no such id.
+    async fn one_body<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &'static str,
+        what: &str,
+        id: &str,
+    ) -> Result<Option<T>> {
+        let body: Option<String> = sqlx::query_scalar(sql)
             .bind(id)
             .fetch_optional(&self.pool)
             .await
             .map_err(engine)?;
-        body.map(|b| serde_json::from_str(&b).map_err(|e| corrupt(format!("{} {id}", table.name()), e)))
-            .transpose()
+        body.map(|b| decode(what, id, &b)).transpose()
+    }
+
+    async fn get_body<T: serde::de::DeserializeOwned>(&self, table: BodyTable, id: &str) -> Result<Option<T>> {
+        self.one_body(table.select_one(), table.name(), id).await
     }
 
     async fn all_bodies<T: serde::de::DeserializeOwned>(&self, table: BodyTable) -> Result<Vec<T>> {
@@ -401,9 +420,7 @@ impl SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(engine)?;
-        rows.into_iter()
-            .map(|(id, b)| serde_json::from_str(&b).map_err(|e| corrupt(format!("{} {id}", table.name()), e)))
-            .collect()
+        decode_rows(table.name(), rows)
     }
 
     /// Opens (creating if needed) the database file at `path`.
@@ -1043,13 +1060,8 @@ impl Store for SqliteStore {
     }
 
     async fn command(&self, id: &str) -> Result<Option<Command>> {
-        let body: Option<String> = sqlx::query_scalar("SELECT body FROM commands WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
+        self.one_body("SELECT body FROM commands WHERE id = ?", "command", id)
             .await
-            .map_err(engine)?;
-        body.map(|b| serde_json::from_str(&b).map_err(|e| corrupt(format!("command {id}"), e)))
-            .transpose()
     }
 
     async fn commands_of(&self, entity_id: &str, limit: usize) -> Result<Vec<Command>> {
@@ -1061,9 +1073,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(engine)?;
-        rows.into_iter()
-            .map(|(id, b)| serde_json::from_str(&b).map_err(|e| corrupt(format!("command {id}"), e)))
-            .collect()
+        decode_rows("command", rows)
     }
 
     async fn open_commands(&self) -> Result<Vec<Command>> {
@@ -1072,9 +1082,7 @@ impl Store for SqliteStore {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(engine)?;
-        rows.into_iter()
-            .map(|(id, b)| serde_json::from_str(&b).map_err(|e| corrupt(format!("command {id}"), e)))
-            .collect()
+        decode_rows("command", rows)
     }
 
     async fn put_alarm(&self, alarm: &Alarm) -> Result<()> {
@@ -1095,13 +1103,7 @@ impl Store for SqliteStore {
     }
 
     async fn alarm(&self, id: &str) -> Result<Option<Alarm>> {
-        let body: Option<String> = sqlx::query_scalar("SELECT body FROM alarms WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(engine)?;
-        body.map(|b| serde_json::from_str(&b).map_err(|e| corrupt(format!("alarm {id}"), e)))
-            .transpose()
+        self.one_body("SELECT body FROM alarms WHERE id = ?", "alarm", id).await
     }
 
     async fn open_alarms(&self) -> Result<Vec<Alarm>> {
@@ -1110,9 +1112,7 @@ impl Store for SqliteStore {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(engine)?;
-        rows.into_iter()
-            .map(|(id, b)| serde_json::from_str(&b).map_err(|e| corrupt(format!("alarm {id}"), e)))
-            .collect()
+        decode_rows("alarm", rows)
     }
 
     async fn put_api_credential(&self, credential: &ApiCredential) -> Result<()> {
