@@ -32,7 +32,8 @@ const ROOT_CAUSE: &str = "power-cut";
 #[derive(Default)]
 struct Book {
     alarms: HashMap<String, Alarm>,
-    by_key: HashMap<Key, String>,
+    /// Ordered by source then type, so a source's alarms are one range.
+    by_key: std::collections::BTreeMap<Key, String>,
     present: HashSet<Key>,
     /// Dependants folded into a parent's alarm: child → alarm id.
     folded: HashMap<EntityId, String>,
@@ -549,15 +550,14 @@ impl Alarms {
                 holding.insert(SILENT);
             }
             // Gone: clear the source's open alarms whose condition no longer holds.
+            // The source's own alarms only (a range of the index, not every
+            // open alarm: this runs for every change).
             let gone: Vec<String> = book
-                .alarms
-                .values()
-                .filter(|a| {
-                    a.source == entity.id
-                        && !holding.contains(a.alarm_type.as_str())
-                        && !self.rule_types.contains(&a.alarm_type)
-                })
-                .map(|a| a.id.clone())
+                .by_key
+                .range((entity.id.clone(), String::new())..)
+                .take_while(|((source, _), _)| *source == entity.id)
+                .filter(|((_, kind), _)| !holding.contains(kind.as_str()) && !self.rule_types.contains(kind))
+                .map(|(_, id)| id.clone())
                 .collect();
             for id in gone {
                 let Some(a) = book.alarms.get_mut(&id) else {
