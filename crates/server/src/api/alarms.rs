@@ -64,15 +64,20 @@ async fn list(State(s): State<AppState>, caller: Caller, params: Params) -> Resu
     Ok(Json(alarms))
 }
 
+/// The alarm `id` if the caller sees its equipment; one out of sight reads
+/// like a missing one.
+pub(crate) async fn visible_alarm(s: &AppState, caller: &Caller, id: &str) -> Result<Alarm, ApiError> {
+    s.alarms
+        .get(id)
+        .await?
+        .filter(|a| sees(s, caller, a))
+        .ok_or_else(|| ApiError::NotFound(format!("no alarm '{id}'")))
+}
+
 /// One alarm, with the procedure to follow for its type.
 async fn one(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     caller.check(Action::ReadEntities)?;
-    let alarm = s
-        .alarms
-        .get(&id)
-        .await?
-        .filter(|a| sees(&s, &caller, a))
-        .ok_or_else(|| ApiError::NotFound(format!("no alarm '{id}'")))?;
+    let alarm = visible_alarm(&s, &caller, &id).await?;
     let mut body = serde_json::to_value(&alarm).map_err(|e| ApiError::Internal(e.to_string()))?;
     if let (Some(obj), Some(p)) = (body.as_object_mut(), s.alarms.procedure(&alarm.alarm_type)) {
         obj.insert("procedure".into(), serde_json::to_value(p).unwrap_or(Value::Null));
@@ -126,12 +131,7 @@ pub(crate) async fn act_on_alarm(
     id: &str,
     mut action: AlarmAction,
 ) -> Result<Alarm, ApiError> {
-    let alarm = s
-        .alarms
-        .get(id)
-        .await?
-        .filter(|a| sees(s, caller, a))
-        .ok_or_else(|| ApiError::NotFound(format!("no alarm '{id}'")))?;
+    let alarm = visible_alarm(s, caller, id).await?;
     if let AlarmAction::CompleteStep { of, .. } = &mut action {
         *of = s.alarms.procedure(&alarm.alarm_type).map_or(0, |p| p.steps.len());
     }

@@ -6,7 +6,7 @@ mod alarms;
 mod audit;
 mod commands;
 mod devices;
-pub(crate) use alarms::act_on_alarm;
+pub(crate) use alarms::{act_on_alarm, visible_alarm};
 pub(crate) use commands::send_command;
 pub mod error;
 pub mod hardening;

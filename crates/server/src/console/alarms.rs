@@ -260,12 +260,7 @@ pub async fn detail(
 ) -> Result<Response, ApiError> {
     caller.check(Action::ReadEntities)?;
     let viewer = Viewer::of(&s, &caller, &headers).await;
-    let alarm = s
-        .alarms
-        .get(&id)
-        .await?
-        .filter(|a| s.security.sees(&caller.principal, a.scope.as_ref()))
-        .ok_or_else(|| ApiError::NotFound(format!("no alarm '{id}'")))?;
+    let alarm = crate::api::visible_alarm(&s, &caller, &id).await?;
     let procedure = s.alarms.procedure(&alarm.alarm_type);
     let steps = procedure
         .map(|p| {
