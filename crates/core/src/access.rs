@@ -60,10 +60,13 @@ pub enum Action {
     ManageAccounts,
     /// Query and export the audit trail.
     ReadAudit,
+    /// Write, change, enable and retire automation rules. Global: a rule
+    /// may span communes and business lines.
+    ManageRules,
 }
 
 impl Action {
-    pub const ALL: [Action; 9] = [
+    pub const ALL: [Action; 10] = [
         Action::ReadEntities,
         Action::WriteEntities,
         Action::ReadPersonalData,
@@ -73,6 +76,7 @@ impl Action {
         Action::ReadAccounts,
         Action::ManageAccounts,
         Action::ReadAudit,
+        Action::ManageRules,
     ];
 
     /// Actions whose data cannot be cut by scope (accounts, the audit trail,
@@ -80,7 +84,11 @@ impl Action {
     pub fn is_global(self) -> bool {
         matches!(
             self,
-            Action::ReadOperations | Action::ReadAccounts | Action::ManageAccounts | Action::ReadAudit
+            Action::ReadOperations
+                | Action::ReadAccounts
+                | Action::ManageAccounts
+                | Action::ReadAudit
+                | Action::ManageRules
         )
     }
 
@@ -95,6 +103,7 @@ impl Action {
             Action::ReadAccounts => "read-accounts",
             Action::ManageAccounts => "manage-accounts",
             Action::ReadAudit => "read-audit",
+            Action::ManageRules => "manage-rules",
         }
     }
 }
@@ -136,6 +145,7 @@ impl Role {
             ReadAccounts => matches!(self, Administrator | Supervisor | DataProtectionOfficer | Auditor),
             ManageAccounts => matches!(self, Administrator),
             ReadAudit => matches!(self, Administrator | Supervisor | DataProtectionOfficer | Auditor),
+            ManageRules => matches!(self, Administrator | Supervisor | BusinessLineManager),
         }
     }
 

@@ -100,7 +100,7 @@ fn parse_time(v: &Value) -> Result<Timestamp, DecodeError> {
 }
 
 /// Attribute names must be usable in NGSI-LD and in the `q` language.
-fn valid_attribute_name(name: &str) -> bool {
+pub(crate) fn valid_attribute_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
         && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')

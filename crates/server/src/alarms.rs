@@ -6,10 +6,10 @@
 //! stored before it is shown, and every transition is in the audit trail.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use vigie_core::alarm::{self, Alarm, AlarmAction, Condition};
 use vigie_core::{Entity, EntityId, Timestamp};
@@ -121,9 +121,10 @@ pub struct Alarms {
     /// The city's declarative rules, evaluated on every change and tick.
     rules: Mutex<vigie_core::rules::Engine>,
     /// Alarm types raised by rules: cleared by their rules, not by the
-    /// built-in conditions' absence.
-    rule_types: HashSet<String>,
-    commands: Arc<crate::commands::Commands>,
+    /// built-in conditions' absence. Replaced with the rules.
+    rule_types: RwLock<Arc<HashSet<String>>>,
+    /// What rules do besides alarms.
+    actions: crate::actions::Actions,
 }
 
 /// How the desk judges and acts, from the configuration.
@@ -131,32 +132,30 @@ pub struct Policy {
     pub freshness: Freshness,
     pub escalation: Escalation,
     pub procedures: Vec<vigie_core::alarm::Procedure>,
-    pub rules: vigie_core::rules::RuleSet,
 }
 
 impl Policy {
-    pub fn from_config(config: &crate::Config) -> anyhow::Result<Self> {
+    pub fn from_config(config: &crate::Config, notifier: Arc<crate::notify::Notifier>) -> anyhow::Result<Self> {
         Ok(Self {
             freshness: Freshness::from_config(&config.console),
-            escalation: Escalation::from_config(&config.alarms, &config.mail, &config.ngsi_ld.outbound_ca_file)?,
+            escalation: Escalation::from_config(&config.alarms, notifier)?,
             procedures: load_procedures(&config.alarms.procedures_file)?,
-            rules: load_rules(&config.alarms.rules_file)?,
         })
     }
 }
 
-/// The city's rules file (`alarms.rules_file`), every error named.
-pub fn load_rules(path: &str) -> anyhow::Result<vigie_core::rules::RuleSet> {
-    if path.is_empty() {
-        return vigie_core::rules::RuleSet::from_rules(Vec::new())
-            .map_err(|e| anyhow::anyhow!("empty rule set: {e:?}"));
-    }
-    let text =
-        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("alarms.rules_file: cannot read {path}: {e}"))?;
-    vigie_core::rules::RuleSet::parse_toml(&text).map_err(|errors| {
-        let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        anyhow::anyhow!("alarms.rules_file {path}: {}", list.join("; "))
-    })
+/// The alarm types a rule set raises.
+fn raised_types(rules: &vigie_core::rules::RuleSet) -> Arc<HashSet<String>> {
+    Arc::new(
+        rules
+            .rules()
+            .flat_map(|r| r.actions.iter())
+            .filter_map(|a| match a {
+                vigie_core::rules::RuleAction::RaiseAlarm { alarm_type, .. } => Some(alarm_type.clone()),
+                _ => None,
+            })
+            .collect(),
+    )
 }
 
 /// The built-in procedures (French: the control room's language).
@@ -199,26 +198,19 @@ pub fn load_procedures(path: &str) -> anyhow::Result<Vec<vigie_core::alarm::Proc
 pub struct Escalation {
     after: Option<jiff::SignedDuration>,
     webhooks: Vec<String>,
-    http: Option<Arc<crate::outbound::HttpClient>>,
     emails: Vec<String>,
-    mailer: Option<Arc<crate::mail::Mailer>>,
+    notifier: Arc<crate::notify::Notifier>,
 }
 
 impl Escalation {
     pub fn from_config(
         c: &crate::config::AlarmsConfig,
-        mail: &crate::config::MailConfig,
-        ca_file: &str,
+        notifier: Arc<crate::notify::Notifier>,
     ) -> anyhow::Result<Self> {
         anyhow::ensure!(
-            c.escalation_emails.is_empty() || !mail.smtp_url.is_empty(),
+            c.escalation_emails.is_empty() || notifier.mails(),
             "alarms.escalation_emails needs mail.smtp_url"
         );
-        let mailer = if c.escalation_emails.is_empty() {
-            None
-        } else {
-            Some(Arc::new(crate::mail::Mailer::new(&mail.smtp_url, &mail.from)?))
-        };
         let after = (c.escalate_after_secs > 0)
             .then(|| jiff::SignedDuration::from_secs(i64::try_from(c.escalate_after_secs).unwrap_or(i64::MAX)));
         for url in &c.escalation_webhooks {
@@ -229,95 +221,46 @@ impl Escalation {
                 "alarms.escalation_webhooks: '{url}' is not an http(s) URL"
             );
         }
-        let http = if c.escalation_webhooks.is_empty() {
-            None
-        } else {
-            Some(Arc::new(crate::outbound::HttpClient::new(
-                ca_file,
-                false,
-                std::time::Duration::from_secs(10),
-                64 * 1024,
-            )?))
-        };
         Ok(Self {
             after,
             webhooks: c.escalation_webhooks.clone(),
-            http,
             emails: c.escalation_emails.clone(),
-            mailer,
+            notifier,
         })
     }
 
-    /// Mails the escalation to its level's address, in the background.
-    fn mail(&self, alarm: &Alarm) {
-        let level = usize::from(alarm.escalation_level).saturating_sub(1);
-        let (Some(mailer), Some(to)) = (
-            self.mailer.clone(),
-            self.emails.get(level).or(self.emails.last()).cloned(),
-        ) else {
-            return;
-        };
-        let subject = format!(
-            "[Vigie] Alarme {} non prise en charge (niveau {}) : {}",
-            alarm.severity.as_str(),
-            alarm.escalation_level,
-            alarm.alarm_type
-        );
-        let body = format!(
-            "L'alarme {id} ({kind}, {severity}) sur {source} n'a pas été acquittée.\n\
-             Levée le {raised}, {children} équipement(s) touché(s).\n{detail}\n\n\
-             Alarm {id} ({kind}) on {source} has not been acknowledged (escalation level {level}).\n",
-            id = alarm.id,
-            kind = alarm.alarm_type,
-            severity = alarm.severity.as_str(),
-            source = alarm.source,
-            raised = alarm.raised_at,
-            children = alarm.children.len(),
-            detail = alarm.detail,
-            level = alarm.escalation_level,
-        );
-        let id = alarm.id.clone();
-        tokio::spawn(async move {
-            match mailer.send(std::slice::from_ref(&to), &subject, &body).await {
-                Ok(()) => tracing::info!(alarm = id, %to, "escalation mailed"),
-                Err(e) => tracing::warn!(alarm = id, %to, error = %e, "escalation not mailed"),
-            }
-        });
-    }
-
-    /// Sends the escalation to its level's webhook and address, in the
-    /// background; a failure is logged (the alarm's level and the audit
-    /// trail keep it).
+    /// Sends the escalation to its level's webhook and address (the last
+    /// ones for levels beyond), in the background; a failure is logged (the
+    /// alarm's level and the audit trail keep it).
     fn notify(&self, alarm: &Alarm) {
-        self.mail(alarm);
-        let (Some(http), Some(url)) = (
-            self.http.clone(),
-            self.webhooks
-                .get(usize::from(alarm.escalation_level).saturating_sub(1))
-                .or(self.webhooks.last())
-                .cloned(),
-        ) else {
-            return;
-        };
-        let body = serde_json::json!({"level": alarm.escalation_level, "alarm": alarm}).to_string();
-        let id = alarm.id.clone();
-        tokio::spawn(async move {
-            let req = axum::http::Request::post(url.as_str())
-                .header(axum::http::header::CONTENT_TYPE, "application/json")
-                .body(http_body_util::Full::new(axum::body::Bytes::from(body)));
-            let outcome = match req {
-                Ok(req) => http.send(req, "alarm escalation").await.map(|(status, ..)| status),
-                Err(e) => {
-                    tracing::warn!(alarm = id, error = %e, "cannot build the escalation request");
-                    return;
-                }
-            };
-            match outcome {
-                Ok(status) if status.is_success() => tracing::info!(alarm = id, %url, "escalation delivered"),
-                Ok(status) => tracing::warn!(alarm = id, %url, %status, "the escalation webhook refused"),
-                Err(e) => tracing::warn!(alarm = id, %url, error = %e, "escalation not delivered"),
-            }
-        });
+        let level = usize::from(alarm.escalation_level).saturating_sub(1);
+        let what = format!("escalation of alarm {}", alarm.id);
+        if let Some(to) = self.emails.get(level).or(self.emails.last()) {
+            let subject = format!(
+                "[Vigie] Alarme {} non prise en charge (niveau {}) : {}",
+                alarm.severity.as_str(),
+                alarm.escalation_level,
+                alarm.alarm_type
+            );
+            let body = format!(
+                "L'alarme {id} ({kind}, {severity}) sur {source} n'a pas été acquittée.\n\
+                 Levée le {raised}, {children} équipement(s) touché(s).\n{detail}\n\n\
+                 Alarm {id} ({kind}) on {source} has not been acknowledged (escalation level {level}).\n",
+                id = alarm.id,
+                kind = alarm.alarm_type,
+                severity = alarm.severity.as_str(),
+                source = alarm.source,
+                raised = alarm.raised_at,
+                children = alarm.children.len(),
+                detail = alarm.detail,
+                level = alarm.escalation_level,
+            );
+            self.notifier.mail(to, subject, body, what.clone());
+        }
+        if let Some(url) = self.webhooks.get(level).or(self.webhooks.last()) {
+            let body = serde_json::json!({"level": alarm.escalation_level, "alarm": alarm});
+            self.notifier.post_json(url, body, what);
+        }
     }
 }
 
@@ -327,24 +270,16 @@ impl Alarms {
         store: Arc<dyn Store>,
         twin: Arc<Twin>,
         audit: Arc<Audit>,
-        commands: Arc<crate::commands::Commands>,
+        actions: crate::actions::Actions,
         policy: Policy,
+        rules: vigie_core::rules::RuleSet,
     ) -> anyhow::Result<Self> {
         let Policy {
             freshness,
             escalation,
             procedures,
-            rules,
         } = policy;
-        let rule_types = rules
-            .rules()
-            .flat_map(|r| r.actions.iter())
-            .filter_map(|a| match a {
-                vigie_core::rules::RuleAction::RaiseAlarm { alarm_type, .. } => Some(alarm_type.clone()),
-                _ => None,
-            })
-            .collect();
-        tracing::info!(rules = rules.len(), "rules loaded");
+        let rule_types = RwLock::new(raised_types(&rules));
         let mut book = Book::default();
         for alarm in store.open_alarms().await? {
             book.present.insert((alarm.source.clone(), alarm.alarm_type.clone()));
@@ -363,8 +298,17 @@ impl Alarms {
             procedures,
             rules: Mutex::new(vigie_core::rules::Engine::new(rules)),
             rule_types,
-            commands,
+            actions,
         })
+    }
+
+    /// How often a rule failed to evaluate since start, and its last error.
+    pub fn rule_errors(&self, rule_id: &str) -> Option<vigie_core::rules::EvalErrors> {
+        let engine = self.rules.lock().unwrap_or_else(PoisonError::into_inner);
+        engine
+            .evaluation_errors()
+            .find(|(id, _)| *id == rule_id)
+            .map(|(_, e)| e.clone())
     }
 
     /// The procedure to follow for a type of alarm.
@@ -404,7 +348,7 @@ impl Alarms {
     /// what a crash kept from being stored, is raised now; what vanished is
     /// cleared), then every committed change until `stop`. A lag re-evaluates
     /// the whole twin: nothing is missed, only recomputed.
-    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+    pub async fn run(self: Arc<Self>, stop: CancellationToken, mut rules: watch::Receiver<vigie_core::rules::RuleSet>) {
         let mut feed = self.twin.subscribe();
         self.evaluate_all().await;
         let mut tick = tokio::time::interval(TICK);
@@ -414,6 +358,13 @@ impl Alarms {
                 () = stop.cancelled() => return,
                 _ = tick.tick() => {
                     self.on_tick(Timestamp::now()).await;
+                    continue;
+                }
+                changed = rules.changed() => {
+                    if changed.is_ok() {
+                        let set = rules.borrow_and_update().clone();
+                        self.reload(set);
+                    }
                     continue;
                 }
                 received = feed.recv() => received,
@@ -442,6 +393,22 @@ impl Alarms {
                 Err(RecvError::Closed) => return,
             }
         }
+    }
+
+    /// A new rule set: unchanged rules keep their state (a threshold's
+    /// pending duration, an absence's last report). What a removed rule
+    /// raised stays open for the operator to close.
+    fn reload(&self, set: vigie_core::rules::RuleSet) {
+        let types = raised_types(&set);
+        let count = set.len();
+        self.rules.lock().unwrap_or_else(PoisonError::into_inner).reload(set);
+        let mut held = self.rule_types.write().unwrap_or_else(PoisonError::into_inner);
+        // Types of removed rules stay theirs: their alarms are not the
+        // built-in conditions' to clear.
+        let mut all: HashSet<String> = (**held).clone();
+        all.extend(types.iter().cloned());
+        *held = Arc::new(all);
+        tracing::info!(rules = count, "rules reloaded");
     }
 
     async fn evaluate_all(&self) {
@@ -540,6 +507,7 @@ impl Alarms {
             .on_change(entity, now);
         self.fire(firings, now).await;
         let conditions = alarm::conditions(entity);
+        let rule_types = Arc::clone(&self.rule_types.read().unwrap_or_else(PoisonError::into_inner));
         let mut changed = Vec::new();
         {
             let mut book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
@@ -556,7 +524,7 @@ impl Alarms {
                 .by_key
                 .range((entity.id.clone(), String::new())..)
                 .take_while(|((source, _), _)| *source == entity.id)
-                .filter(|((_, kind), _)| !holding.contains(kind.as_str()) && !self.rule_types.contains(kind))
+                .filter(|((_, kind), _)| !holding.contains(kind.as_str()) && !rule_types.contains(kind))
                 .map(|(_, id)| id.clone())
                 .collect();
             for id in gone {
@@ -604,9 +572,8 @@ impl Alarms {
     }
 
     /// Carries out what rules decided: raise or clear their alarms (with the
-    /// same de-duplication and folding as built-in conditions) and send
-    /// their commands. Notifications, attribute changes, work orders and
-    /// public information are not carried out yet: logged.
+    /// same de-duplication and folding as built-in conditions); the rest
+    /// goes to [`crate::actions::Actions`].
     async fn fire(&self, firings: Vec<vigie_core::rules::Firing>, now: Timestamp) {
         use vigie_core::rules::RuleAction;
         for firing in firings {
@@ -636,19 +603,12 @@ impl Alarms {
                             self.raise_rule_alarm(&entity, &condition, now).await;
                         }
                     }
-                    RuleAction::ClearAlarm { alarm_type } if !firing.cleared => {
-                        self.clear_rule_alarm(&entity, alarm_type, now).await;
-                    }
-                    RuleAction::SendCommand { command, value } if !firing.cleared => {
-                        let by = format!("rule:{}", firing.rule_id);
-                        if let Err(e) = self.commands.send(&entity, command, value, &by).await {
-                            tracing::warn!(rule = %firing.rule_id, entity = %entity.id, error = %e, "a rule's command was refused");
+                    RuleAction::ClearAlarm { alarm_type } => {
+                        if !firing.cleared {
+                            self.clear_rule_alarm(&entity, alarm_type, now).await;
                         }
                     }
-                    other if !firing.cleared => {
-                        tracing::info!(rule = %firing.rule_id, entity = %entity.id, action = ?other, "rule action not carried out yet");
-                    }
-                    _ => {}
+                    other => self.actions.carry_out(&firing, &entity, other).await,
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! Vigie's server: ingestion, the live twin and the HTTP APIs, started from a
 //! [`Config`] on listeners the caller binds, and stopped cleanly on demand.
 
+pub mod actions;
 pub mod alarms;
 pub mod api;
 pub mod audit;
@@ -12,8 +13,10 @@ mod http;
 pub mod ingest;
 pub mod mail;
 pub mod metrics;
+pub mod notify;
 pub mod outbound;
 mod retention;
+pub mod rules;
 pub mod security;
 pub mod subscriptions;
 pub mod tenants;
@@ -259,17 +262,41 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
         tokio::spawn(consumer.run(stop, done))
     });
     tokio::spawn(Arc::clone(&commands).run_timeouts(stop.clone()));
+    let notifier = Arc::new(notify::Notifier::from_config(
+        &config.mail,
+        &config.ngsi_ld.outbound_ca_file,
+    )?);
+    let rulebook = Arc::new(
+        rules::Rulebook::load(
+            Arc::clone(&store),
+            Arc::clone(&audit),
+            rules::load_file(&config.alarms.rules_file)?,
+            notifier.mails(),
+        )
+        .await?,
+    );
+    let actions = actions::Actions::new(
+        Arc::clone(&commands),
+        Arc::clone(&notifier),
+        IngestHandle::new(tx.clone()),
+        Arc::new(actions::AuditedWorkOrders {
+            audit: Arc::clone(&audit),
+        }),
+        Arc::clone(&audit),
+    );
+    let rules_in_force = rulebook.watch();
     let alarms = Arc::new(
         alarms::Alarms::load(
             Arc::clone(&store),
             Arc::clone(&twin),
             Arc::clone(&audit),
-            Arc::clone(&commands),
-            alarms::Policy::from_config(&config)?,
+            actions,
+            alarms::Policy::from_config(&config, notifier)?,
+            rules_in_force.borrow().clone(),
         )
         .await?,
     );
-    tokio::spawn(Arc::clone(&alarms).run(stop.clone()));
+    tokio::spawn(Arc::clone(&alarms).run(stop.clone(), rules_in_force));
 
     let retention = tokio::spawn(retention::run(
         Arc::clone(&store),
@@ -310,6 +337,7 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
         console: Arc::new(console::Console::load(&config.console)?),
         commands,
         alarms,
+        rulebook,
         stop: stop.clone(),
     };
     let http_addr = http.local_addr()?;

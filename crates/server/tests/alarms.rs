@@ -250,22 +250,7 @@ async fn silent_equipment_raises_an_alarm_unless_its_parent_has_one() {
 
 #[tokio::test]
 async fn an_alarm_nobody_takes_is_escalated_to_the_webhook_until_acknowledged() {
-    use std::sync::{Arc, Mutex};
-    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}/escalate", listener.local_addr().expect("addr"));
-    let sink = Arc::clone(&received);
-    let app = axum::Router::new().route(
-        "/escalate",
-        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
-            let sink = Arc::clone(&sink);
-            async move {
-                sink.lock().expect("lock").push(body);
-                axum::http::StatusCode::NO_CONTENT
-            }
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (url, received) = common::webhook_sink().await;
 
     let data = tempfile::tempdir().expect("tempdir");
     let mut config = common::config_for(data.path(), None);

@@ -21,7 +21,7 @@ use vigie_core::ngsi::temporal::{AggrMethod, AttributeAggregate, Instance, Momen
 use vigie_core::{Device, Entity, EntityId, Timestamp};
 use vigie_store::{
     AuditQuery, DeadLetter, EntityAggregate, HistoryPoint, HistoryQuery, HistoryRange, HistorySelection,
-    PendingNotification, Result, Retention, SeriesRead, Store, StoreError, SubscriptionRecord, WriteBatch,
+    PendingNotification, Result, Retention, RuleRecord, SeriesRead, Store, StoreError, SubscriptionRecord, WriteBatch,
 };
 
 /// Rows per multi-row INSERT: large enough to amortise statement overhead,
@@ -1113,6 +1113,43 @@ impl Store for SqliteStore {
                 .await
                 .map_err(engine)?;
         decode_rows("alarm", rows)
+    }
+
+    async fn put_rule_version(&self, record: &RuleRecord) -> Result<()> {
+        let rule = &record.rule;
+        let body = serde_json::to_string(record).map_err(|e| corrupt(format!("rule {}", rule.id), e))?;
+        sqlx::query("INSERT INTO rule_versions (id, version, saved_at, retired, body) VALUES (?, ?, ?, ?, ?)")
+            .bind(&rule.id)
+            .bind(rule.version)
+            .bind(record.saved_at.as_microsecond())
+            .bind(record.retired)
+            .bind(body)
+            .execute(&self.pool)
+            .await
+            .map_err(engine)?;
+        Ok(())
+    }
+
+    async fn rules(&self) -> Result<Vec<RuleRecord>> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT v.id, v.body FROM rule_versions v \
+             WHERE v.version = (SELECT MAX(version) FROM rule_versions WHERE id = v.id) AND v.retired = 0 \
+             ORDER BY v.id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(engine)?;
+        decode_rows("rule", rows)
+    }
+
+    async fn rule_versions(&self, id: &str) -> Result<Vec<RuleRecord>> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT id, body FROM rule_versions WHERE id = ? ORDER BY version")
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(engine)?;
+        decode_rows("rule", rows)
     }
 
     async fn put_api_credential(&self, credential: &ApiCredential) -> Result<()> {

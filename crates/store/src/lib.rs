@@ -111,6 +111,20 @@ pub struct PendingNotification {
     pub data: Value,
 }
 
+/// One version of an automation rule, as saved through the API: versions
+/// are never rewritten, so what a past firing's `rule vN` did stays known.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuleRecord {
+    pub rule: vigie_core::rules::Rule,
+    pub saved_at: Timestamp,
+    /// The account or key that saved it.
+    pub saved_by: String,
+    /// This version retires the rule (its body is the last one in force).
+    #[serde(default)]
+    pub retired: bool,
+}
+
 /// Which history to read: one entity's attribute(s) over a time range.
 #[derive(Debug, Clone, Default)]
 pub struct HistoryQuery {
@@ -400,6 +414,14 @@ pub trait Store: Send + Sync + 'static {
     async fn alarm(&self, id: &str) -> Result<Option<vigie_core::alarm::Alarm>>;
     /// Every alarm not closed, oldest first.
     async fn open_alarms(&self) -> Result<Vec<vigie_core::alarm::Alarm>>;
+
+    // Automation rules saved through the API, every version kept.
+    /// Adds a version; the rule's (id, version) must be new.
+    async fn put_rule_version(&self, record: &RuleRecord) -> Result<()>;
+    /// The latest version of every rule not retired, by id.
+    async fn rules(&self) -> Result<Vec<RuleRecord>>;
+    /// Every version of one rule, oldest first (retired ones included).
+    async fn rule_versions(&self, id: &str) -> Result<Vec<RuleRecord>>;
 }
 
 #[cfg(feature = "testsuite")]

@@ -60,6 +60,50 @@ pub async fn run_all(store: &dyn Store) {
     subscriptions_and_their_outbox(store).await;
     commands_keep_their_state_and_order(store).await;
     alarms_stay_open_until_closed(store).await;
+    rules_keep_every_version(store).await;
+}
+
+async fn rules_keep_every_version(store: &dyn Store) {
+    use crate::RuleRecord;
+    let set = vigie_core::rules::RuleSet::parse_toml(
+        r#"
+        [[rule]]
+        id = "frost"
+        name = "Frost on roads"
+        applies_to = { types = ["WeatherObserved"] }
+        trigger = { type = "threshold", value = "temperature", below = 0.5, hysteresis = 1.0, min_duration = "15m" }
+        actions = [{ action = "raise-alarm", alarm_type = "frost", severity = "major" }]
+        "#,
+    )
+    .expect("valid");
+    let mut rule = set.rules().next().cloned().expect("one rule");
+    let record = |rule: &vigie_core::rules::Rule, retired: bool| RuleRecord {
+        rule: rule.clone(),
+        saved_at: ts("2026-12-01T09:00:00Z"),
+        saved_by: "alice".into(),
+        retired,
+    };
+    store.put_rule_version(&record(&rule, false)).await.expect("v1");
+    rule.version = 2;
+    rule.condition = "temperature < 3.0".into();
+    store.put_rule_version(&record(&rule, false)).await.expect("v2");
+    assert!(
+        store.put_rule_version(&record(&rule, false)).await.is_err(),
+        "a version is never rewritten"
+    );
+    let current = store.rules().await.expect("rules");
+    assert_eq!(current, vec![record(&rule, false)], "the latest version, round-tripped");
+    rule.version = 3;
+    store.put_rule_version(&record(&rule, true)).await.expect("retire");
+    assert!(store.rules().await.expect("rules").is_empty(), "retired");
+    let versions: Vec<(u32, bool)> = store
+        .rule_versions("frost")
+        .await
+        .expect("versions")
+        .iter()
+        .map(|r| (r.rule.version, r.retired))
+        .collect();
+    assert_eq!(versions, [(1, false), (2, false), (3, true)]);
 }
 
 async fn alarms_stay_open_until_closed(store: &dyn Store) {

@@ -10,7 +10,7 @@ use jiff::SignedDuration;
 use super::RuleError;
 use super::engine::{Engine, EvalErrors, Firing};
 use super::spec::{self, Rule, RuleSet, Trigger};
-use crate::{Entity, EntityId, Timestamp};
+use crate::{Entity, EntityId, Observation, Timestamp};
 
 /// Most recorded states replayed; the rest is left out (and said so).
 pub const MAX_HISTORY: usize = 1_000_000;
@@ -81,6 +81,52 @@ pub fn dry_run(
     Ok(run)
 }
 
+/// The states equipment went through, rebuilt from recorded values for a
+/// replay, in time order: each of `current` (its type, scope, position and
+/// unrecorded attributes as they are now) takes its recorded values in time
+/// order, and one equipment's values recorded at one instant make one state.
+/// Before the first state, every recorded attribute takes its earliest
+/// value, so no state mixes a past value with a present one of the same
+/// attribute. Lazy: one equipment's state is cloned at a time.
+pub fn states_from_history(
+    current: impl IntoIterator<Item = Entity>,
+    mut recorded: Vec<Observation>,
+) -> impl Iterator<Item = (Timestamp, Entity)> {
+    recorded.sort_by(|a, b| (a.observed_at, &a.entity_id).cmp(&(b.observed_at, &b.entity_id)));
+    let mut states: HashMap<EntityId, Entity> = current.into_iter().map(|e| (e.id.clone(), e)).collect();
+    recorded.retain(|o| states.contains_key(&o.entity_id));
+    for state in states.values_mut() {
+        state.modified_at = None;
+    }
+    for o in &recorded {
+        if let Some(attribute) = states
+            .get_mut(&o.entity_id)
+            .and_then(|e| e.attributes.instance_mut(&o.attribute, None))
+        {
+            attribute.observed_at = None;
+        }
+    }
+    let mut primed = std::collections::HashSet::new();
+    for o in &recorded {
+        if primed.insert((&o.entity_id, o.attribute.as_str()))
+            && let Some(state) = states.get_mut(&o.entity_id)
+        {
+            state.apply(o);
+        }
+    }
+    let mut next = 0;
+    std::iter::from_fn(move || {
+        let first = recorded.get(next)?;
+        let (at, id) = (first.observed_at, first.entity_id.clone());
+        let state = states.get_mut(&id)?;
+        while let Some(o) = recorded.get(next).filter(|o| o.observed_at == at && o.entity_id == id) {
+            state.apply(o);
+            next += 1;
+        }
+        Some((at, state.clone()))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +160,48 @@ mod tests {
         );
         assert!(!run.truncated);
         assert_eq!(run.errors.count, 0);
+    }
+
+    #[test]
+    fn states_are_rebuilt_in_time_order_one_per_instant() {
+        let id = EntityId::conventional("Streetlight", "dijon", "1").expect("id");
+        let t: Vec<Timestamp> = ["2026-12-01T18:00:00Z", "2026-12-01T18:10:00Z", "2026-12-01T18:20:00Z"]
+            .iter()
+            .map(|s| s.parse().expect("ts"))
+            .collect();
+        let now = Entity::new(id.clone(), "Streetlight", None)
+            .with("status", Attribute::property("ok").observed(t[2]))
+            .with("powerState", Attribute::property("on").observed(t[2]))
+            .with("name", Attribute::property("Rue de la Liberté 12"));
+        let obs = |attribute: &str, value: &str, at: Timestamp| Observation {
+            entity_id: id.clone(),
+            attribute: attribute.into(),
+            value: value.into(),
+            observed_at: at,
+            unit_code: None,
+        };
+        // Out of order, two at the same instant.
+        let recorded = vec![
+            obs("status", "ok", t[2]),
+            obs("status", "defectiveLamp", t[1]),
+            obs("powerState", "on", t[1]),
+            obs("status", "ok", t[0]),
+            obs("powerState", "off", t[0]),
+        ];
+        let states: Vec<(Timestamp, Entity)> = states_from_history([now], recorded).collect();
+        let seen: Vec<(Timestamp, &str, &str)> = states
+            .iter()
+            .map(|(at, e)| {
+                let text = |name: &str| e.attributes.get(name).and_then(|a| a.value.as_str()).unwrap_or("");
+                (*at, text("status"), text("powerState"))
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![(t[0], "ok", "off"), (t[1], "defectiveLamp", "on"), (t[2], "ok", "on"),]
+        );
+        // What was never recorded is as it is now.
+        assert!(states.iter().all(|(_, e)| e.attributes.contains_key("name")));
     }
 
     #[test]

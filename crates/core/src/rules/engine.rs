@@ -198,13 +198,11 @@ impl Engine {
             .get(&entity.entity_type)
             .map(Vec::as_slice)
             .unwrap_or_default();
-        typed.iter().chain(&self.any_type).copied().filter(move |&i| {
-            let rule = &self.rules[i].rule;
-            let scope = entity.scope.as_ref();
-            rule.communes.includes(scope.map(|s| &s.commune))
-                && (rule.applies_to.lines.is_empty()
-                    || scope.is_some_and(|s| rule.applies_to.lines.contains(&s.business_line)))
-        })
+        typed
+            .iter()
+            .chain(&self.any_type)
+            .copied()
+            .filter(move |&i| self.rules[i].rule.in_scope(entity.scope.as_ref()))
     }
 
     /// A change of `entity` (its state after the change) at `now`.

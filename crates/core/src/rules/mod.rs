@@ -51,6 +51,32 @@ pub enum RuleError {
 }
 
 impl RuleError {
+    /// The field the problem is in (`condition`, `trigger.cron`,
+    /// `actions[1]`), `-` for the file as a whole: where an editor shows it.
+    pub fn field(&self) -> &str {
+        match self {
+            Self::Invalid { field, .. } | Self::Expression { field, .. } => field,
+            Self::Syntax(_) | Self::TooManyRules(_) => "-",
+        }
+    }
+
+    /// Line and column (from 1) within the field's text, for expressions.
+    pub fn position(&self) -> Option<(usize, usize)> {
+        match self {
+            Self::Expression { line, column, .. } => Some((*line, *column)),
+            _ => None,
+        }
+    }
+
+    /// The problem alone, without the rule and field it is in.
+    pub fn problem(&self) -> String {
+        match self {
+            Self::Invalid { problem, .. } => problem.clone(),
+            Self::Expression { message, .. } => message.clone(),
+            other => other.to_string(),
+        }
+    }
+
     pub(crate) fn invalid(rule: &str, field: impl Into<String>, problem: String) -> Self {
         Self::Invalid {
             rule: rule.to_owned(),

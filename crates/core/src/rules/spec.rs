@@ -13,7 +13,7 @@ use super::clock::Cron;
 use super::expr::{self, Expr};
 use super::{MAX_RULES, RuleError};
 use crate::alarm::Severity;
-use crate::{BusinessLine, CommuneId};
+use crate::{BusinessLine, CommuneId, Entity, Scope};
 
 /// Longest a rule can wait or look back: a week.
 pub const MAX_WINDOW: SignedDuration = SignedDuration::from_hours(7 * 24);
@@ -47,6 +47,47 @@ pub struct Rule {
     #[serde(default = "always")]
     pub condition: String,
     pub actions: Vec<RuleAction>,
+}
+
+impl Rule {
+    /// Whether the rule looks at this equipment: its type, then its scope.
+    pub fn applies(&self, entity: &Entity) -> bool {
+        (self.applies_to.types.is_empty() || self.applies_to.types.contains(&entity.entity_type))
+            && self.in_scope(entity.scope.as_ref())
+    }
+
+    /// Whether the rule is enabled in this scope's commune and looks at its
+    /// business line.
+    pub fn in_scope(&self, scope: Option<&Scope>) -> bool {
+        self.communes.includes(scope.map(|s| &s.commune))
+            && (self.applies_to.lines.is_empty()
+                || scope.is_some_and(|s| self.applies_to.lines.contains(&s.business_line)))
+    }
+
+    /// One rule from the API's JSON; a problem is named by its field.
+    pub fn from_json(v: Value) -> Result<Rule, Vec<RuleError>> {
+        let label = v.id().unwrap_or_else(|| "-".to_owned());
+        serde_json::from_value(v).map_err(|e| {
+            let message = e.to_string();
+            vec![RuleError::invalid(&label, field_of(&message), message)]
+        })
+    }
+
+    /// One rule written as a TOML document (the console's editor): the
+    /// keys of one `[[rule]]` of a rules file, at the top level.
+    pub fn from_toml(text: &str) -> Result<Rule, Vec<RuleError>> {
+        let v: toml::Value = toml::from_str(text).map_err(|e| vec![RuleError::Syntax(e.to_string())])?;
+        let label = v.id().unwrap_or_else(|| "-".to_owned());
+        Rule::deserialize(v).map_err(|e| {
+            let message = e.to_string();
+            vec![RuleError::invalid(&label, field_of(&message), message)]
+        })
+    }
+
+    /// The rule as [`Rule::from_toml`] reads it.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot write this rule as TOML: {e}\n"))
+    }
 }
 
 fn first_version() -> u32 {
@@ -197,16 +238,41 @@ pub enum RuleAction {
         kind: String,
         priority: Priority,
     },
+    /// A public information item (a Smart Data Models `Alert`) about the
+    /// equipment's place, ended when the rule clears.
     PublishInformation {
         template: String,
+        /// One of [`ALERT_CATEGORIES`]; by default from the business line.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        category: Option<String>,
     },
 }
+
+/// The categories of a Smart Data Models `Alert`.
+pub const ALERT_CATEGORIES: [&str; 7] = [
+    "traffic",
+    "naturalDisaster",
+    "weather",
+    "environment",
+    "health",
+    "security",
+    "agriculture",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Channel {
     Webhook,
     Email,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Webhook => "webhook",
+            Channel::Email => "email",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -216,6 +282,17 @@ pub enum Priority {
     Normal,
     High,
     Urgent,
+}
+
+impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Low => "low",
+            Priority::Normal => "normal",
+            Priority::High => "high",
+            Priority::Urgent => "urgent",
+        }
+    }
 }
 
 /// A rule that passed validation, with its expressions compiled once.
@@ -354,6 +431,12 @@ fn field_of(message: &str) -> String {
         .unwrap_or_else(|| "-".to_owned())
 }
 
+/// Attributes a rule may set: names devices could send, none of the
+/// entity's own members, nor its position.
+fn is_attribute_name(s: &str) -> bool {
+    crate::decode::valid_attribute_name(s) && !crate::entity::RESERVED_MEMBERS.contains(&s) && s != "location"
+}
+
 fn is_slug(s: &str) -> bool {
     (1..=128).contains(&s.len())
         && s.bytes()
@@ -474,8 +557,41 @@ pub fn compile(rule: Rule) -> Result<CompiledRule, Vec<RuleError>> {
                     bad(&field, "no applicable entity type accepts commands".into());
                 }
             }
-            RuleAction::Notify { to, template, .. } if to.is_empty() || template.len() > 16 * MAX_TEXT_LEN => {
-                bad(&field, "give a recipient and a template under 16 KiB".into());
+            RuleAction::Notify { channel, to, template } => {
+                if template.trim().is_empty() || template.len() > 16 * MAX_TEXT_LEN {
+                    bad(&field, "give a template of 1 byte to 16 KiB".into());
+                }
+                let fits = match channel {
+                    Channel::Webhook => {
+                        (to.starts_with("http://") || to.starts_with("https://")) && !to.contains(char::is_whitespace)
+                    }
+                    Channel::Email => {
+                        let (user, domain) = to.split_once('@').unwrap_or_default();
+                        !user.is_empty() && domain.contains('.') && !to.contains(char::is_whitespace)
+                    }
+                };
+                if !fits || to.len() > MAX_TEXT_LEN {
+                    bad(&field, format!("'{to}' is not a {} recipient", channel.as_str()));
+                }
+            }
+            RuleAction::PublishInformation { template, category } => {
+                if template.trim().is_empty() || template.len() > MAX_TEXT_LEN {
+                    bad(&field, format!("give a template of 1 to {MAX_TEXT_LEN} bytes"));
+                }
+                if let Some(c) = category
+                    && !ALERT_CATEGORIES.contains(&c.as_str())
+                {
+                    bad(
+                        &field,
+                        format!("category '{c}' is not one of {}", ALERT_CATEGORIES.join(", ")),
+                    );
+                }
+            }
+            RuleAction::SetAttribute { name, .. } if !is_attribute_name(name) => {
+                bad(&field, format!("'{name}' cannot be an attribute name"));
+            }
+            RuleAction::OpenWorkOrder { kind, .. } if !is_slug(kind) => {
+                bad(&field, "kind must be a slug such as 'lamp-replacement'".into());
             }
             RuleAction::RaiseAlarm { alarm_type, .. } | RuleAction::ClearAlarm { alarm_type }
                 if !is_slug(alarm_type) =>

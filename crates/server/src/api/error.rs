@@ -56,6 +56,12 @@ pub enum ApiError {
     Unavailable(String),
     #[error("{0}")]
     Internal(String),
+    /// A rule that does not validate: every problem, each naming its field.
+    #[error("the rule is not valid: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    InvalidRule(Vec<vigie_core::rules::RuleError>),
+    /// `If-Match` names a version that is no longer the current one.
+    #[error("{0}")]
+    PreconditionFailed(String),
 }
 
 impl ApiError {
@@ -90,6 +96,12 @@ impl ApiError {
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "InvalidRequest", "Payload too large"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "InternalError", "Service unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "Internal error"),
+            Self::InvalidRule(_) => (StatusCode::BAD_REQUEST, "BadRequestData", "Bad request data"),
+            Self::PreconditionFailed(_) => (
+                StatusCode::PRECONDITION_FAILED,
+                "PreconditionFailed",
+                "Precondition failed",
+            ),
         }
     }
 
@@ -102,10 +114,28 @@ impl ApiError {
             other => other.to_string(),
         };
         let base = match self {
-            Self::Unauthorized(_) | Self::Forbidden(_) | Self::TooManyRequests(_) => VIGIE_ERROR_BASE,
+            Self::Unauthorized(_) | Self::Forbidden(_) | Self::TooManyRequests(_) | Self::PreconditionFailed(_) => {
+                VIGIE_ERROR_BASE
+            }
             _ => ERROR_BASE,
         };
-        json!({"type": format!("{base}{kind}"), "title": title, "status": status.as_u16(), "detail": detail})
+        let mut problem =
+            json!({"type": format!("{base}{kind}"), "title": title, "status": status.as_u16(), "detail": detail});
+        if let Self::InvalidRule(errors) = self {
+            // Where each problem is, for an editor to show it there.
+            problem["errors"] = errors
+                .iter()
+                .map(|e| {
+                    let mut item = json!({"field": e.field(), "message": e.problem()});
+                    if let Some((line, column)) = e.position() {
+                        item["line"] = line.into();
+                        item["column"] = column.into();
+                    }
+                    item
+                })
+                .collect();
+        }
+        problem
     }
 }
 

@@ -12,6 +12,7 @@ pub mod error;
 pub mod hardening;
 pub(crate) mod ngsi;
 mod ops;
+mod rules;
 mod sso;
 
 use std::collections::HashMap;
@@ -52,6 +53,8 @@ pub struct AppState {
     pub sso: Option<Arc<crate::security::oidc::Oidc>>,
     /// The alarm desk.
     pub alarms: Arc<crate::alarms::Alarms>,
+    /// The automation rules.
+    pub rulebook: Arc<crate::rules::Rulebook>,
     /// Commands to equipment and their acknowledgements.
     pub commands: Arc<crate::commands::Commands>,
     /// The operator console's base map.
@@ -73,6 +76,7 @@ pub fn router(state: AppState, extra: Router) -> Router {
         .merge(audit::routes())
         .merge(commands::routes())
         .merge(alarms::routes())
+        .merge(rules::routes())
         .route_layer(authenticate.clone());
     // `layer`, not `route_layer`: `extra` may have no routes at all.
     let extra = extra.layer(authenticate);

@@ -17,6 +17,7 @@ mod live;
 pub mod map;
 mod overview;
 mod panel;
+mod rules;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -141,6 +142,13 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/console/alarms/rows", get(alarms::rows))
         .route("/console/alarms/{id}", get(alarms::detail))
         .route("/console/alarms/{id}/actions", post(alarms::act))
+        .route("/console/rules", get(rules::list))
+        .route("/console/rules/new", get(rules::new))
+        .route("/console/rules/check", post(rules::check))
+        .route("/console/rules/save", post(rules::save))
+        .route("/console/rules/dry-run", post(rules::dry_run))
+        .route("/console/rules/{id}", get(rules::edit))
+        .route("/console/rules/{id}/switch", post(rules::switch))
         .route("/console/equipment/{id}", get(panel::panel))
         .route(
             "/console/equipment/{id}/commands",

@@ -353,3 +353,27 @@ pub fn add_gateway(config: &mut Config, name: &str, publish: &[&str]) -> String 
     );
     password
 }
+
+/// What a local webhook endpoint received, in order.
+pub type Received = std::sync::Arc<std::sync::Mutex<Vec<Value>>>;
+
+/// A local HTTP endpoint taking JSON POSTs (escalations, rules' `notify`):
+/// its URL, and what it received.
+pub async fn webhook_sink() -> (String, Received) {
+    let received = Received::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let sink = std::sync::Arc::clone(&received);
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let sink = std::sync::Arc::clone(&sink);
+            async move {
+                sink.lock().expect("lock").push(body);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, received)
+}

@@ -285,6 +285,41 @@ test('a cabinet power cut is one alarm on the board, with its lights, acknowledg
   });
 });
 
+test('a rule is written in the editor: its problem shown on its line, tried over history, saved, then disabled', TEST, async (t) => {
+  await withPage(t, {}, async (page) => {
+    await page.goto(`${vigie.base}/console/rules/new`);
+    const starter = await page.inputValue('#rule-text');
+    const rule = starter.replace('lampe-eteinte-la-nuit', 'essai-navigateur');
+    // A broken condition: the problem is shown on the condition's line.
+    const broken = rule.replace(/^condition = .*$/m, "condition = 'status !='");
+    const line = broken.split('\n').findIndex((l) => l.startsWith('condition')) + 1;
+    await page.fill('#rule-text', broken);
+    await page.click('#rule-check');
+    await page.waitForSelector(`.verdict.invalid li.has-problem[data-line="${line}"]`, { state: 'attached', timeout: 5000 });
+    assert.match(await page.textContent(`li[data-line="${line}"] .problem`), /condition/);
+    // Fixed, tried over the last day's history (nothing raised for real), saved.
+    await page.fill('#rule-text', rule);
+    await page.click('#rule-check');
+    await page.waitForSelector('.verdict.valid', { state: 'attached', timeout: 5000 });
+    await page.click('#rule-dry-run');
+    await page.waitForSelector('.dry-run-result', { state: 'attached', timeout: 15000 });
+    const replayed = await page.getAttribute('.dry-run-result', 'data-fired');
+    assert.ok(Number.isInteger(Number(replayed)), `dry run fired ${replayed}`);
+    assert.equal((await api(vigie, '/api/v1/rules/essai-navigateur')).status, 404, 'a dry run saves nothing');
+    await page.click('#rule-save');
+    await page.waitForURL(`${vigie.base}/console/rules/essai-navigateur`, { timeout: 5000 });
+    // In the list, enabled; one click disables it (a new version).
+    await page.goto(`${vigie.base}/console/rules`);
+    const row = 'tr.rule-row[data-rule="essai-navigateur"]';
+    await page.waitForSelector(`${row}[data-enabled="true"]`, { state: 'attached', timeout: 5000 });
+    await page.click(`${row} button[data-action="switch"]`);
+    await page.waitForSelector(`${row}[data-enabled="false"]`, { state: 'attached', timeout: 5000 });
+    const { json: saved } = await apiJson(vigie, '/api/v1/rules/essai-navigateur');
+    assert.equal(saved.version, 2);
+    assert.equal(saved.enabled, false);
+  });
+});
+
 test('clicking a light on the map opens its panel', TEST, async (t) => {
   await withPage(t, {}, async (page) => {
     const light = await someStreetlight(vigie, 7);
