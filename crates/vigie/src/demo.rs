@@ -141,6 +141,9 @@ async fn demo_access(running: &vigie_server::Running) -> anyhow::Result<DemoAcce
     })
 }
 
+/// The demo city's rules file.
+const DEMO_RULES: &str = include_str!("demo_rules.toml");
+
 /// The MQTT gateway identity (username and client id) of the demo's simulator.
 const SIM_GATEWAY: &str = "vigie-sim";
 
@@ -196,6 +199,10 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> anyhow::Result<()> 
         std::fs::write(&path, geojson.to_string()).with_context(|| format!("cannot write {}", path.display()))?;
         *setting = path.display().to_string();
     }
+    // The city's rules file: frost on roads, containers nearly full.
+    let rules = args.data.join("rules.toml");
+    std::fs::write(&rules, DEMO_RULES).with_context(|| format!("cannot write {}", rules.display()))?;
+    config.alarms.rules_file = rules.display().to_string();
     let (fault_tx, fault_rx) = mpsc::channel(64);
     let desk = FaultDesk {
         city: Arc::new(City::generate(&city_config)),
@@ -267,4 +274,29 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> anyhow::Result<()> 
     }
     running.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_rules_are_valid_and_name_what_the_simulator_sends() {
+        let set = vigie_core::rules::RuleSet::parse_toml(DEMO_RULES).expect("valid rules");
+        assert_eq!(set.len(), 2);
+        // The attributes they read are those the simulated devices report.
+        let city = City::generate(&CityConfig {
+            streetlights: 100,
+            ..CityConfig::default()
+        });
+        let devices = city.devices();
+        let reports = |entity_type: &str, attribute: &str| {
+            devices
+                .iter()
+                .filter(|d| d.entity_type == entity_type)
+                .any(|d| d.attributes.iter().any(|a| a.name == attribute))
+        };
+        assert!(reports("WeatherObserved", "temperature"));
+        assert!(reports("WasteContainer", "fillingLevel"));
+    }
 }
