@@ -281,6 +281,33 @@ impl Verdict {
             lines,
         }
     }
+
+    /// A refusal that is not about the text (a stale version, a taken id, a
+    /// wrong date range), shown where the verdict goes.
+    fn refused(viewer: Viewer, error: &ApiError) -> Self {
+        Self {
+            viewer,
+            valid: false,
+            general: vec![error.to_string()],
+            lines: Vec::new(),
+        }
+    }
+}
+
+/// The answer to an editor's request: a refusal the author can act on is
+/// shown in the page (htmx swaps only successful answers); the rest (no
+/// permission, a failure) is an error response.
+fn shown(viewer: Viewer, text: &str, error: ApiError) -> Response {
+    match error {
+        ApiError::InvalidRule(errors) => render(&Verdict::of(viewer, text, &errors)),
+        e @ (ApiError::BadRequestData(_)
+        | ApiError::AlreadyExists(_)
+        | ApiError::PreconditionFailed(_)
+        | ApiError::OperationNotSupported(_)
+        | ApiError::NotFound(_)
+        | ApiError::TooManyRequests(_)) => render(&Verdict::refused(viewer, &e)),
+        e => e.into_response(),
+    }
 }
 
 /// The rule in the form's text, checked against this server.
@@ -340,8 +367,7 @@ pub async fn save(
     };
     match saved {
         Ok(entry) => Ok(redirect(&format!("/console/rules/{}", entry.rule.id))),
-        Err(ApiError::InvalidRule(errors)) => Ok(render(&Verdict::of(viewer, &form.text, &errors))),
-        Err(e) => Err(e),
+        Err(e) => Ok(shown(viewer, &form.text, e)),
     }
 }
 
@@ -415,11 +441,14 @@ pub async fn dry_run(
         Ok(rule) => rule,
         Err(errors) => return Ok(render(&Verdict::of(viewer, &form.text, &errors))),
     };
-    let (from, to) = (local_input(&form.from, "from")?, local_input(&form.to, "to")?);
-    let report = match s.rulebook.dry_run(&s.twin, rule, from, to).await {
+    let range = local_input(&form.from, "from").and_then(|from| Ok((from, local_input(&form.to, "to")?)));
+    let report = match range {
+        Ok((from, to)) => s.rulebook.dry_run(&s.twin, rule, from, to).await,
+        Err(e) => Err(e),
+    };
+    let report = match report {
         Ok(report) => report,
-        Err(ApiError::InvalidRule(errors)) => return Ok(render(&Verdict::of(viewer, &form.text, &errors))),
-        Err(e) => return Err(e),
+        Err(e) => return Ok(shown(viewer, &form.text, e)),
     };
     let firings = report
         .firings
