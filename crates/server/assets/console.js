@@ -28,6 +28,13 @@ for (const form of document.querySelectorAll('form.logout')) {
   });
 }
 
+// The alarm board: its rows re-read themselves (htmx) as soon as the
+// server says alarms changed, and every 10 s whatever happens.
+if (document.getElementById('alarm-rows')) {
+  const events = new EventSource('/console/alarms/events');
+  events.addEventListener('alarms', () => document.body.dispatchEvent(new CustomEvent('alarms-changed')));
+}
+
 const mapElement = document.getElementById('map');
 if (mapElement) {
   startMap(mapElement).catch((error) => {

@@ -1,8 +1,8 @@
 //! The alarm board: the open alarms in the operator's sight, most urgent
 //! first, filtered by commune, business line and severity, acted on in one
 //! click (acknowledge, shelve for an hour, close once cleared). The rows
-//! re-read themselves every second (htmx), so a new alarm shows without a
-//! reload.
+//! re-read themselves (htmx) when the server says alarms changed
+//! (`/console/alarms/events`), so a new alarm shows without a reload.
 
 use askama::Template;
 use axum::extract::{Path, State};

@@ -73,3 +73,43 @@ pub async fn events(
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
+
+/// `GET /console/alarms/events`: an `alarms` event (data: how many alarms
+/// in the caller's sight changed) at most every `console.live_interval_ms`
+/// when alarms change, so the board re-reads its rows at once instead of
+/// waiting for its slow poll. A console that fell behind is told too.
+pub async fn alarm_events(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    caller.check(vigie_core::Action::ReadEntities)?;
+    let feed = s.alarms.subscribe();
+    let interval = Duration::from_millis(s.config.console.live_interval_ms.max(20));
+    let stop = s.stop.clone();
+    let state = (s, caller, feed, tokio::time::interval(interval), stop);
+    let stream = futures::stream::unfold(state, |(s, caller, mut feed, mut tick, stop)| async move {
+        let mut changed = 0usize;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return None,
+                _ = tick.tick() => {
+                    if changed > 0 {
+                        let event = Event::default().event("alarms").data(changed.to_string());
+                        return Some((Ok(event), (s, caller, feed, tick, stop)));
+                    }
+                }
+                received = feed.recv() => match received {
+                    Ok(alarm) => {
+                        if s.security.sees(&caller.principal, alarm.scope.as_ref()) {
+                            changed += 1;
+                        }
+                    }
+                    // Missed some: whatever they were, the board re-reads.
+                    Err(RecvError::Lagged(missed)) => changed += usize::try_from(missed).unwrap_or(usize::MAX),
+                    Err(RecvError::Closed) => return None,
+                },
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

@@ -140,6 +140,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/console/overview", get(overview::page))
         .route("/console/alarms", get(alarms::page))
         .route("/console/alarms/rows", get(alarms::rows))
+        .route("/console/alarms/events", get(live::alarm_events))
         .route("/console/alarms/{id}", get(alarms::detail))
         .route("/console/alarms/{id}/actions", post(alarms::act))
         .route("/console/rules", get(rules::list))
