@@ -119,7 +119,10 @@ fn evaluation(c: &mut Criterion) {
     c.bench_function("rules/on_change_streetlight_metropolis_1000_rules_12_apply", |b| {
         b.iter(|| black_box(city.on_change(black_box(&lamp), now)))
     });
-    assert!(city.on_change(&lamp, now).is_empty(), "a light reporting normally fires nothing");
+    assert!(
+        city.on_change(&lamp, now).is_empty(),
+        "a light reporting normally fires nothing"
+    );
     assert_eq!(city.evaluation_errors().count(), 0);
 }
 

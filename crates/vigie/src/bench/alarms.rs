@@ -167,7 +167,7 @@ async fn watch_board(
                 others
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .insert(format!("{} {source}", a["type"]));
+                    .insert(format!("{} {source}", a["type"].as_str().unwrap_or_default()));
                 continue;
             }
             if seen.contains_key(source) {
@@ -201,7 +201,13 @@ pub async fn latency(args: &BenchArgs, data: &Path, report: &mut Report) -> anyh
         thousands(LATENCY_POINTS_PER_S as f64)
     );
     let rules_path = rules_file.display().to_string();
-    let (running, city, devices, secret) = lit_city(data, "alarm-latency", |config| {
+    // Commissioned now: lights last heard months ago would be silent, and
+    // the rules' absence triggers would raise thousands of alarms at once.
+    let commissioned = vigie_sim::CityConfig {
+        commissioned: jiff::Timestamp::now(),
+        ..vigie_sim::CityConfig::default()
+    };
+    let (running, city, devices, secret) = lit_city(data, "alarm-latency", &commissioned, |config| {
         config.alarms.rules_file = rules_path;
     })
     .await?;
@@ -320,7 +326,20 @@ pub async fn latency(args: &BenchArgs, data: &Path, report: &mut Report) -> anyh
     raised.sort_by(f64::total_cmp);
     let triggered = sources_of(&sent_at, &sources);
     let unexpected = seen.keys().filter(|s| !triggered.contains(*s)).count();
-    let others = others.lock().unwrap_or_else(PoisonError::into_inner).len();
+    let others = others.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let mut other_types: Vec<String> = others
+        .iter()
+        .filter_map(|o| o.split(' ').next())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    other_types.sort();
+    let others = if others.is_empty() {
+        "0".to_owned()
+    } else {
+        format!("{} ({})", others.len(), other_types.join(", "))
+    };
     let offered = offered_messages as f64 * POINTS_PER_MESSAGE as f64 / window_secs;
     let achieved = stored_points as f64 / window_secs;
     let ms = |v: f64| format!("{v:.1} ms");

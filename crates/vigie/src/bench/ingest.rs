@@ -27,14 +27,15 @@ const WARM_UP: Duration = Duration::from_secs(5);
 /// closed-loop so it measures what Vigie sustains, not what a broker sheds.
 const IN_FLIGHT: u64 = 16_384;
 
-/// A Vigie with Dijon's 34,000 lights provisioned; returns their device ids.
+/// A Vigie with Dijon's 34,000 lights of `city` provisioned; returns their device ids.
 pub(super) async fn lit_city(
     data: &Path,
     name: &str,
+    city: &CityConfig,
     tweak: impl FnOnce(&mut Config),
 ) -> anyhow::Result<(Running, City, Vec<String>, Secret)> {
     let (running, secret) = start_vigie_publishing(data, name, tweak).await?;
-    let city = City::generate(&CityConfig::default());
+    let city = City::generate(city);
     let lights = city.count(EquipmentKind::Streetlight);
     let devices = (0..lights)
         .filter_map(|ix| city.device(EquipmentKind::Streetlight, ix))
@@ -55,7 +56,13 @@ pub(super) async fn lit_city(
 
 /// An MQTT v5 publisher on the embedded broker, with its event loop driven
 /// in the background; `acked` counts PUBACKs.
-pub(super) fn publisher(port: u16, id: &str, secret: &Secret, acked: Arc<AtomicU64>, stop: CancellationToken) -> AsyncClient {
+pub(super) fn publisher(
+    port: u16,
+    id: &str,
+    secret: &Secret,
+    acked: Arc<AtomicU64>,
+    stop: CancellationToken,
+) -> AsyncClient {
     let mut options = MqttOptions::new(id, "127.0.0.1", port);
     options.set_credentials(BENCH_GATEWAY, secret.expose());
     options.set_keep_alive(Duration::from_secs(30));
@@ -111,7 +118,7 @@ pub(super) fn readings_at(sets: usize, first_ms: i64, n: u64, volts: f64) -> Str
 /// as many rows, in the same run.
 pub async fn sustained(args: &BenchArgs, data: &Path, report: &mut Report) -> anyhow::Result<()> {
     println!("\n[ingest] provisioning 34,000 lights…");
-    let (running, _city, ids, secret) = lit_city(data, "ingest", |_| {}).await?;
+    let (running, _city, ids, secret) = lit_city(data, "ingest", &CityConfig::default(), |_| {}).await?;
     let receive_window = running.config().mqtt.receive_maximum;
     let port = running.mqtt_addr.context("the embedded broker did not start")?.port();
     let sets = args.sets_per_message.max(1);
@@ -243,7 +250,7 @@ pub async fn sustained(args: &BenchArgs, data: &Path, report: &mut Report) -> an
 /// 34,000 light messages published at once: time until all are durable, and losses.
 pub async fn burst(data: &Path, report: &mut Report) -> anyhow::Result<()> {
     println!("\n[burst] provisioning 34,000 lights…");
-    let (running, city, _, secret) = lit_city(data, "burst", |_| {}).await?;
+    let (running, city, _, secret) = lit_city(data, "burst", &CityConfig::default(), |_| {}).await?;
     let port = running.mqtt_addr.context("the embedded broker did not start")?.port();
     let messages = city.all_lights_messages(jiff::Timestamp::now());
     let expected = messages.len() as u64;
