@@ -10,7 +10,7 @@ use anyhow::Context;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use tokio_util::sync::CancellationToken;
-use vigie_server::Running;
+use vigie_server::{Config, Running};
 use vigie_sim::{City, CityConfig, EquipmentKind};
 use vigie_store_sqlite::baseline;
 
@@ -27,10 +27,15 @@ const WARM_UP: Duration = Duration::from_secs(5);
 /// closed-loop so it measures what Vigie sustains, not what a broker sheds.
 const IN_FLIGHT: u64 = 16_384;
 
-/// A Vigie with Dijon's 34,000 lights provisioned; returns their device ids.
-async fn lit_city(data: &Path, name: &str) -> anyhow::Result<(Running, City, Vec<String>, Secret)> {
-    let (running, secret) = start_vigie_publishing(data, name).await?;
-    let city = City::generate(&CityConfig::default());
+/// A Vigie with Dijon's 34,000 lights of `city` provisioned; returns their device ids.
+pub(super) async fn lit_city(
+    data: &Path,
+    name: &str,
+    city: &CityConfig,
+    tweak: impl FnOnce(&mut Config),
+) -> anyhow::Result<(Running, City, Vec<String>, Secret)> {
+    let (running, secret) = start_vigie_publishing(data, name, tweak).await?;
+    let city = City::generate(city);
     let lights = city.count(EquipmentKind::Streetlight);
     let devices = (0..lights)
         .filter_map(|ix| city.device(EquipmentKind::Streetlight, ix))
@@ -51,7 +56,13 @@ async fn lit_city(data: &Path, name: &str) -> anyhow::Result<(Running, City, Vec
 
 /// An MQTT v5 publisher on the embedded broker, with its event loop driven
 /// in the background; `acked` counts PUBACKs.
-fn publisher(port: u16, id: &str, secret: &Secret, acked: Arc<AtomicU64>, stop: CancellationToken) -> AsyncClient {
+pub(super) fn publisher(
+    port: u16,
+    id: &str,
+    secret: &Secret,
+    acked: Arc<AtomicU64>,
+    stop: CancellationToken,
+) -> AsyncClient {
     let mut options = MqttOptions::new(id, "127.0.0.1", port);
     options.set_credentials(BENCH_GATEWAY, secret.expose());
     options.set_keep_alive(Duration::from_secs(30));
@@ -81,6 +92,11 @@ async fn drive(mut eventloop: EventLoop, acked: Arc<AtomicU64>, stop: Cancellati
 
 /// One message of `sets` readings of a light, at distinct instants from `first_ms`.
 fn readings(sets: usize, first_ms: i64, n: u64) -> String {
+    readings_at(sets, first_ms, n, 229.0 + (n % 5) as f64 * 0.4)
+}
+
+/// The same, with the supply at `volts`.
+pub(super) fn readings_at(sets: usize, first_ms: i64, n: u64, volts: f64) -> String {
     let mut out = String::with_capacity(sets * 110 + 2);
     out.push('[');
     for k in 0..sets {
@@ -90,9 +106,8 @@ fn readings(sets: usize, first_ms: i64, n: u64) -> String {
         }
         let power = 40.0 + (n % 17) as f64 * 0.5;
         out.push_str(&format!(
-            r#"{{"TimeInstant":"{}","st":"ok","ps":"on","il":1,"p":{power:.1},"v":{:.1}}}"#,
+            r#"{{"TimeInstant":"{}","st":"ok","ps":"on","il":1,"p":{power:.1},"v":{volts:.1}}}"#,
             vigie_core::entity::format_timestamp(at),
-            229.0 + (n % 5) as f64 * 0.4,
         ));
     }
     out.push(']');
@@ -103,7 +118,7 @@ fn readings(sets: usize, first_ms: i64, n: u64) -> String {
 /// as many rows, in the same run.
 pub async fn sustained(args: &BenchArgs, data: &Path, report: &mut Report) -> anyhow::Result<()> {
     println!("\n[ingest] provisioning 34,000 lights…");
-    let (running, _city, ids, secret) = lit_city(data, "ingest").await?;
+    let (running, _city, ids, secret) = lit_city(data, "ingest", &CityConfig::default(), |_| {}).await?;
     let receive_window = running.config().mqtt.receive_maximum;
     let port = running.mqtt_addr.context("the embedded broker did not start")?.port();
     let sets = args.sets_per_message.max(1);
@@ -235,7 +250,7 @@ pub async fn sustained(args: &BenchArgs, data: &Path, report: &mut Report) -> an
 /// 34,000 light messages published at once: time until all are durable, and losses.
 pub async fn burst(data: &Path, report: &mut Report) -> anyhow::Result<()> {
     println!("\n[burst] provisioning 34,000 lights…");
-    let (running, city, _, secret) = lit_city(data, "burst").await?;
+    let (running, city, _, secret) = lit_city(data, "burst", &CityConfig::default(), |_| {}).await?;
     let port = running.mqtt_addr.context("the embedded broker did not start")?.port();
     let messages = city.all_lights_messages(jiff::Timestamp::now());
     let expected = messages.len() as u64;
