@@ -125,6 +125,8 @@ pub struct Alarms {
     rule_types: RwLock<Arc<HashSet<String>>>,
     /// What rules do besides alarms.
     actions: crate::actions::Actions,
+    /// A tick is under way (ticks never overlap).
+    ticking: std::sync::atomic::AtomicBool,
 }
 
 /// How the desk judges and acts, from the configuration.
@@ -299,6 +301,7 @@ impl Alarms {
             rules: Mutex::new(vigie_core::rules::Engine::new(rules)),
             rule_types,
             actions,
+            ticking: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -357,7 +360,15 @@ impl Alarms {
             let committed = tokio::select! {
                 () = stop.cancelled() => return,
                 _ = tick.tick() => {
-                    self.on_tick(Timestamp::now()).await;
+                    // The tick walks the whole twin: in its own task, so
+                    // the changes behind it are not kept waiting; one at a time.
+                    if !self.ticking.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                        let desk = Arc::clone(&self);
+                        tokio::spawn(async move {
+                            desk.on_tick(Timestamp::now()).await;
+                            desk.ticking.store(false, std::sync::atomic::Ordering::Release);
+                        });
+                    }
                     continue;
                 }
                 changed = rules.changed() => {
@@ -425,17 +436,18 @@ impl Alarms {
     /// `silent` alarm (unless it is part of its parent's alarm), and flapping
     /// alarms whose condition stayed away settle.
     async fn on_tick(&self, now: Timestamp) {
-        let firings = {
+        // The twin is read before the engine is locked: changes wait on
+        // the engine only while it evaluates.
+        let no_rules = self.rules.lock().unwrap_or_else(PoisonError::into_inner).is_empty();
+        let firings = if no_rules {
+            Vec::new()
+        } else {
+            let all = self
+                .twin
+                .select(crate::twin::Candidates::All, &|_| true, 0, usize::MAX, false)
+                .entities;
             let mut engine = self.rules.lock().unwrap_or_else(PoisonError::into_inner);
-            if engine.is_empty() {
-                Vec::new()
-            } else {
-                let all = self
-                    .twin
-                    .select(crate::twin::Candidates::All, &|_| true, 0, usize::MAX, false)
-                    .entities;
-                engine.on_tick(now, all.iter().map(|e| &**e))
-            }
+            engine.on_tick(now, all.iter().map(|e| &**e))
         };
         self.fire(firings, now).await;
         let mut silent = Vec::new();
@@ -459,6 +471,11 @@ impl Alarms {
                 let Some(entity) = self.twin.get(id.as_str()) else {
                     continue;
                 };
+                // Heard from since the scan (the tick runs beside the changes).
+                let limit = self.freshness.limit(&entity.entity_type);
+                if vigie_core::status::classify(&entity, now, limit) != vigie_core::status::AssetStatus::Stale {
+                    continue;
+                }
                 let (folded, parent) = book.fold(&entity);
                 if let Some(parent) = parent {
                     changed.push((parent, "alarm.fold"));
@@ -466,7 +483,6 @@ impl Alarms {
                 if folded {
                     continue;
                 }
-                let limit = self.freshness.limit(&entity.entity_type);
                 let condition = Condition {
                     alarm_type: SILENT.into(),
                     severity: vigie_core::alarm::Severity::Minor,
@@ -491,9 +507,7 @@ impl Alarms {
                 }
             }
         }
-        for (alarm, verb) in changed {
-            self.record(&alarm, verb, None).await;
-        }
+        self.record(changed, None).await;
     }
 
     /// What changed for one entity: new conditions raise (or count again,
@@ -566,9 +580,7 @@ impl Alarms {
                 changed.push((alarm, "alarm.raise"));
             }
         }
-        for (alarm, verb) in changed {
-            self.record(&alarm, verb, None).await;
-        }
+        self.record(changed, None).await;
     }
 
     /// Carries out what rules decided: raise or clear their alarms (with the
@@ -637,9 +649,7 @@ impl Alarms {
                 }
             }
         }
-        for (alarm, verb) in changed {
-            self.record(&alarm, verb, None).await;
-        }
+        self.record(changed, None).await;
     }
 
     async fn clear_rule_alarm(&self, entity: &Entity, alarm_type: &str, now: Timestamp) {
@@ -655,7 +665,7 @@ impl Alarms {
             })
         };
         if let Some(alarm) = cleared {
-            self.record(&alarm, "alarm.clear", None).await;
+            self.record(vec![(alarm, "alarm.clear")], None).await;
         }
     }
 
@@ -678,38 +688,47 @@ impl Alarms {
         alarm
     }
 
-    /// Stores, audits and announces an alarm's change. A store failure is
-    /// logged (the alarm stays in memory and is stored at its next change).
-    async fn record(&self, alarm: &Alarm, verb: &str, caller: Option<&crate::security::Caller>) {
-        if let Err(e) = self.store.put_alarm(alarm).await {
-            tracing::error!(alarm = %alarm.id, error = %e, "cannot store an alarm");
+    /// Stores, audits and announces alarms' changes, in one transaction
+    /// and one audit append (a storm of silent equipment is one commit). A
+    /// store failure is logged: the alarms stay in memory and are stored at
+    /// their next change.
+    async fn record(&self, changes: Vec<(Alarm, &str)>, caller: Option<&crate::security::Caller>) {
+        if changes.is_empty() {
+            return;
         }
-        let detail = Some(format!(
-            "{} {} on {} ({}, {} children, occurrence {})",
-            alarm.severity.as_str(),
-            alarm.alarm_type,
-            alarm.source,
-            alarm.state.as_str(),
-            alarm.children.len(),
-            alarm.occurrences
-        ));
-        let event = match caller {
-            Some(caller) => vigie_core::audit::AuditEvent {
-                target: Some(alarm.id.clone()),
-                detail,
-                ..crate::audit::event(caller, verb)
-            },
-            None => vigie_core::audit::AuditEvent {
-                target: Some(alarm.id.clone()),
-                detail,
-                ..crate::audit::system_event(verb)
-            },
-        };
-        if let Err(e) = self.audit.record(event).await {
-            tracing::error!(alarm = %alarm.id, error = %e, "cannot audit an alarm's change");
+        let alarms: Vec<Alarm> = changes.iter().map(|(a, _)| a.clone()).collect();
+        if let Err(e) = self.store.put_alarms(&alarms).await {
+            tracing::error!(alarms = alarms.len(), error = %e, "cannot store alarms");
         }
-        tracing::info!(alarm = %alarm.id, source = %alarm.source, kind = %alarm.alarm_type, state = alarm.state.as_str(), verb, "alarm");
-        let _ = self.feed.send(alarm.clone());
+        let events = changes
+            .iter()
+            .map(|(alarm, verb)| {
+                let base = match caller {
+                    Some(caller) => crate::audit::event(caller, verb),
+                    None => crate::audit::system_event(verb),
+                };
+                vigie_core::audit::AuditEvent {
+                    target: Some(alarm.id.clone()),
+                    detail: Some(format!(
+                        "{} {} on {} ({}, {} children, occurrence {})",
+                        alarm.severity.as_str(),
+                        alarm.alarm_type,
+                        alarm.source,
+                        alarm.state.as_str(),
+                        alarm.children.len(),
+                        alarm.occurrences
+                    )),
+                    ..base
+                }
+            })
+            .collect();
+        if let Err(e) = self.audit.record_all(events).await {
+            tracing::error!(alarms = alarms.len(), error = %e, "cannot audit alarms' changes");
+        }
+        for (alarm, verb) in changes {
+            tracing::info!(alarm = %alarm.id, source = %alarm.source, kind = %alarm.alarm_type, state = alarm.state.as_str(), verb, "alarm");
+            let _ = self.feed.send(alarm);
+        }
     }
 
     /// An operator's action on an open alarm.
@@ -735,7 +754,7 @@ impl Alarms {
             }
             alarm
         };
-        self.record(&alarm, action.verb(), Some(caller)).await;
+        self.record(vec![(alarm.clone(), action.verb())], Some(caller)).await;
         Ok(alarm)
     }
 }

@@ -1085,20 +1085,24 @@ impl Store for SqliteStore {
         decode_rows("command", rows)
     }
 
-    async fn put_alarm(&self, alarm: &Alarm) -> Result<()> {
-        let body = serde_json::to_string(alarm).map_err(|e| corrupt(format!("alarm {}", alarm.id), e))?;
-        sqlx::query(
-            "INSERT INTO alarms (id, source, raised_at, open, body) VALUES (?, ?, ?, ?, ?) \
-             ON CONFLICT (id) DO UPDATE SET open = excluded.open, body = excluded.body",
-        )
-        .bind(&alarm.id)
-        .bind(alarm.source.as_str())
-        .bind(alarm.raised_at.as_microsecond())
-        .bind(alarm.state.is_open())
-        .bind(body)
-        .execute(&self.pool)
-        .await
-        .map_err(engine)?;
+    async fn put_alarms(&self, alarms: &[Alarm]) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(engine)?;
+        for alarm in alarms {
+            let body = serde_json::to_string(alarm).map_err(|e| corrupt(format!("alarm {}", alarm.id), e))?;
+            sqlx::query(
+                "INSERT INTO alarms (id, source, raised_at, open, body) VALUES (?, ?, ?, ?, ?) \
+                 ON CONFLICT (id) DO UPDATE SET open = excluded.open, body = excluded.body",
+            )
+            .bind(&alarm.id)
+            .bind(alarm.source.as_str())
+            .bind(alarm.raised_at.as_microsecond())
+            .bind(alarm.state.is_open())
+            .bind(body)
+            .execute(&mut *tx)
+            .await
+            .map_err(engine)?;
+        }
+        tx.commit().await.map_err(engine)?;
         Ok(())
     }
 

@@ -409,8 +409,9 @@ pub trait Store: Send + Sync + 'static {
     async fn open_commands(&self) -> Result<Vec<vigie_core::command::Command>>;
 
     // Alarms.
-    /// Creates or replaces an alarm (its state changes in place).
-    async fn put_alarm(&self, alarm: &vigie_core::alarm::Alarm) -> Result<()>;
+    /// Creates or replaces alarms (their state changes in place), all in
+    /// one transaction: an alarm storm is one commit, not one per alarm.
+    async fn put_alarms(&self, alarms: &[vigie_core::alarm::Alarm]) -> Result<()>;
     async fn alarm(&self, id: &str) -> Result<Option<vigie_core::alarm::Alarm>>;
     /// Every alarm not closed, oldest first.
     async fn open_alarms(&self) -> Result<Vec<vigie_core::alarm::Alarm>>;

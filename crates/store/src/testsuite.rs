@@ -124,8 +124,7 @@ async fn alarms_stay_open_until_closed(store: &dyn Store) {
         .children
         .push(EntityId::new("urn:ngsi-ld:Streetlight:dijon:000042").expect("id"));
     let second = Alarm::raise("alarm-2".into(), &cabinet, &cut, ts("2026-11-30T19:00:00Z"));
-    store.put_alarm(&second).await.expect("put");
-    store.put_alarm(&first).await.expect("put");
+    store.put_alarms(&[second.clone(), first.clone()]).await.expect("put");
     assert_eq!(store.alarm("alarm-1").await.expect("get"), Some(first.clone()));
     let open: Vec<String> = store
         .open_alarms()
@@ -139,7 +138,7 @@ async fn alarms_stay_open_until_closed(store: &dyn Store) {
     first
         .apply(&AlarmAction::Close, "ops", ts("2026-11-30T18:31:00Z"))
         .expect("close");
-    store.put_alarm(&first).await.expect("close");
+    store.put_alarms(std::slice::from_ref(&first)).await.expect("close");
     let open: Vec<String> = store
         .open_alarms()
         .await
