@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use vigie_core::alarm::{self, Alarm, AlarmAction, Condition};
 use vigie_core::{Entity, EntityId, Timestamp};
@@ -127,7 +127,21 @@ pub struct Alarms {
     actions: crate::actions::Actions,
     /// A tick is under way (ticks never overlap).
     ticking: std::sync::atomic::AtomicBool,
+    /// Changes on their way to the store, in order.
+    recorder: mpsc::Sender<Recording>,
+    /// The recorder's end, taken by [`Alarms::run`].
+    recordings: Mutex<Option<mpsc::Receiver<Recording>>>,
 }
+
+/// Changes handed to the recorder, each with its audit event; `done` when
+/// they are stored.
+struct Recording {
+    changes: Vec<(Alarm, vigie_core::audit::AuditEvent)>,
+    done: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Most recordings the recorder writes in one transaction.
+const RECORD_BATCH: usize = 1_000;
 
 /// How the desk judges and acts, from the configuration.
 pub struct Policy {
@@ -282,6 +296,7 @@ impl Alarms {
             procedures,
         } = policy;
         let rule_types = RwLock::new(raised_types(&rules));
+        let (recorder, recordings) = mpsc::channel(10_000);
         let mut book = Book::default();
         for alarm in store.open_alarms().await? {
             book.present.insert((alarm.source.clone(), alarm.alarm_type.clone()));
@@ -302,6 +317,8 @@ impl Alarms {
             rule_types,
             actions,
             ticking: std::sync::atomic::AtomicBool::new(false),
+            recorder,
+            recordings: Mutex::new(Some(recordings)),
         })
     }
 
@@ -353,6 +370,10 @@ impl Alarms {
     /// the whole twin: nothing is missed, only recomputed.
     pub async fn run(self: Arc<Self>, stop: CancellationToken, mut rules: watch::Receiver<vigie_core::rules::RuleSet>) {
         let mut feed = self.twin.subscribe();
+        let queue = self.recordings.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(queue) = queue {
+            tokio::spawn(Arc::clone(&self).run_recorder(queue, stop.clone()));
+        }
         self.evaluate_all().await;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -688,26 +709,23 @@ impl Alarms {
         alarm
     }
 
-    /// Stores, audits and announces alarms' changes, in one transaction
-    /// and one audit append (a storm of silent equipment is one commit). A
-    /// store failure is logged: the alarms stay in memory and are stored at
-    /// their next change.
+    /// Hands alarms' changes to the recorder, which stores, audits and
+    /// announces them in order. The desk goes on at once: a slow store does
+    /// not hold back the alarms behind (what a crash keeps from being
+    /// stored is raised again at start from the twin). An operator's action
+    /// waits until its change is recorded.
     async fn record(&self, changes: Vec<(Alarm, &str)>, caller: Option<&crate::security::Caller>) {
         if changes.is_empty() {
             return;
         }
-        let alarms: Vec<Alarm> = changes.iter().map(|(a, _)| a.clone()).collect();
-        if let Err(e) = self.store.put_alarms(&alarms).await {
-            tracing::error!(alarms = alarms.len(), error = %e, "cannot store alarms");
-        }
-        let events = changes
-            .iter()
+        let changes = changes
+            .into_iter()
             .map(|(alarm, verb)| {
                 let base = match caller {
                     Some(caller) => crate::audit::event(caller, verb),
                     None => crate::audit::system_event(verb),
                 };
-                vigie_core::audit::AuditEvent {
+                let event = vigie_core::audit::AuditEvent {
                     target: Some(alarm.id.clone()),
                     detail: Some(format!(
                         "{} {} on {} ({}, {} children, occurrence {})",
@@ -719,15 +737,64 @@ impl Alarms {
                         alarm.occurrences
                     )),
                     ..base
-                }
+                };
+                (alarm, event)
             })
             .collect();
-        if let Err(e) = self.audit.record_all(events).await {
-            tracing::error!(alarms = alarms.len(), error = %e, "cannot audit alarms' changes");
+        let (done, recorded) = tokio::sync::oneshot::channel();
+        if self.recorder.send(Recording { changes, done }).await.is_err() {
+            tracing::warn!("the alarm recorder has stopped: a change is not stored");
+            return;
         }
-        for (alarm, verb) in changes {
-            tracing::info!(alarm = %alarm.id, source = %alarm.source, kind = %alarm.alarm_type, state = alarm.state.as_str(), verb, "alarm");
-            let _ = self.feed.send(alarm);
+        if caller.is_some() {
+            let _ = recorded.await;
+        }
+    }
+
+    /// Stores, audits and announces what the desk hands over, batching
+    /// whatever is waiting into one transaction and one audit append (an
+    /// alarm storm is one commit). A store failure is logged: the alarms
+    /// stay in memory and are stored at their next change. Ends when `stop`
+    /// is cancelled, after what was queued.
+    async fn run_recorder(self: Arc<Self>, mut queue: mpsc::Receiver<Recording>, stop: CancellationToken) {
+        loop {
+            let first = tokio::select! {
+                () = stop.cancelled() => None,
+                next = queue.recv() => next,
+            };
+            let Some(first) = first.or_else(|| queue.try_recv().ok()) else {
+                return;
+            };
+            let mut batch = vec![first];
+            while batch.len() < RECORD_BATCH {
+                match queue.try_recv() {
+                    Ok(more) => batch.push(more),
+                    Err(_) => break,
+                }
+            }
+            let mut alarms = Vec::new();
+            let mut events = Vec::new();
+            let mut waiting = Vec::new();
+            for Recording { changes, done } in batch {
+                for (alarm, event) in changes {
+                    alarms.push(alarm);
+                    events.push(event);
+                }
+                waiting.push(done);
+            }
+            if let Err(e) = self.store.put_alarms(&alarms).await {
+                tracing::error!(alarms = alarms.len(), error = %e, "cannot store alarms");
+            }
+            if let Err(e) = self.audit.record_all(events).await {
+                tracing::error!(alarms = alarms.len(), error = %e, "cannot audit alarms' changes");
+            }
+            for alarm in alarms {
+                tracing::info!(alarm = %alarm.id, source = %alarm.source, kind = %alarm.alarm_type, state = alarm.state.as_str(), "alarm");
+                let _ = self.feed.send(alarm);
+            }
+            for done in waiting {
+                let _ = done.send(());
+            }
         }
     }
 
