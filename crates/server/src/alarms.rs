@@ -2,8 +2,9 @@
 //! alarm when a condition appears on a piece of equipment, counts it again
 //! when it comes back, clears it when it goes, and folds the equipment that
 //! depends on an alarmed one into that alarm (a cabinet's power cut is one
-//! alarm with its lights as children, not one per light). Every alarm is
-//! stored before it is shown, and every transition is in the audit trail.
+//! alarm with its lights as children, not one per light). Every change is
+//! stored (by the recorder, in ordered batches) before consoles are told of
+//! it, and every transition is in the audit trail.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
