@@ -378,6 +378,7 @@ impl Alarms {
         self.evaluate_all().await;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut watching_rules = true;
         loop {
             let committed = tokio::select! {
                 () = stop.cancelled() => return,
@@ -393,10 +394,14 @@ impl Alarms {
                     }
                     continue;
                 }
-                changed = rules.changed() => {
-                    if changed.is_ok() {
-                        let set = rules.borrow_and_update().clone();
-                        self.reload(set);
+                changed = rules.changed(), if watching_rules => {
+                    match changed {
+                        Ok(()) => {
+                            let set = rules.borrow_and_update().clone();
+                            self.reload(set);
+                        }
+                        // The rule book is gone (shutdown): keep the rules in force.
+                        Err(_) => watching_rules = false,
                     }
                     continue;
                 }
