@@ -26,9 +26,8 @@ use vigie_store::{Store, StoreError};
 
 use crate::api::ApiError;
 use crate::config::Config;
-use crate::ingest::{DeviceRegistry, WriteError, WriteOutcome};
+use crate::ingest::{AuditNote, Audited, DeviceRegistry, WriteError, WriteOutcome};
 use crate::security::Caller;
-use crate::twin::Twin;
 
 /// Records read per page when the whole trail is verified.
 const VERIFY_PAGE: usize = 1_000;
@@ -141,6 +140,85 @@ pub fn event(caller: &Caller, action: &str) -> AuditEvent {
     event_by(Some(&caller.principal), caller.source, action)
 }
 
+/// The note by which the ingest writer records an entity write (create,
+/// change, delete, temporal write): the entity just before and just after
+/// it, or the error. The record is durable with the write, or the write fails.
+pub fn entity_note(caller: &Caller, action: &str, id: &EntityId) -> AuditNote {
+    let template = AuditEvent {
+        target: Some(id.to_string()),
+        ..event(caller, action)
+    };
+    Box::new(move |done: Audited<'_>| {
+        let json = |e: Option<&Entity>| e.and_then(|e| serde_json::to_value(e).ok());
+        match done.result {
+            Ok(_) => AuditEvent {
+                before: json(done.before),
+                after: json(done.after),
+                ..template
+            },
+            Err(e) => AuditEvent {
+                outcome: Outcome::Failed,
+                detail: Some(e.to_string()),
+                before: json(done.before),
+                ..template
+            },
+        }
+    })
+}
+
+/// The note by which the ingest writer records a batch operation as one
+/// record: the ids created, updated (or deleted) and failed (with the
+/// reason), not the entities' bodies — a batch carries up to 1,000
+/// entities, and provisioning a city is tens of thousands. `invalid`
+/// counts the entities refused before the write.
+pub fn batch_note(caller: &Caller, (action, mode): (&str, &'static str), invalid: usize) -> AuditNote {
+    let template = event(caller, action);
+    Box::new(move |done: Audited<'_>| batch_event(template, mode, done.result, invalid))
+}
+
+fn batch_event(
+    template: AuditEvent,
+    mode: &str,
+    outcome: &Result<WriteOutcome, WriteError>,
+    invalid: usize,
+) -> AuditEvent {
+    let (outcome, detail, after) = match outcome {
+        Err(e) => (Outcome::Failed, e.to_string(), None),
+        Ok(WriteOutcome::Batch(results)) => {
+            let (mut created, mut updated, mut failed) = (Vec::new(), Vec::new(), Vec::new());
+            for (id, r) in results {
+                match r {
+                    Ok(true) => created.push(Value::String(id.to_string())),
+                    Ok(false) => updated.push(Value::String(id.to_string())),
+                    Err(e) => failed.push(serde_json::json!({"id": id.to_string(), "error": e.to_string()})),
+                }
+            }
+            let detail = format!(
+                "{} created, {} updated, {} failed, {invalid} invalid",
+                created.len(),
+                updated.len(),
+                failed.len()
+            );
+            let outcome = if created.is_empty() && updated.is_empty() && (!failed.is_empty() || invalid > 0) {
+                Outcome::Failed
+            } else {
+                Outcome::Ok
+            };
+            let after = serde_json::json!({
+                "mode": mode, "created": created, "updated": updated, "failed": failed, "invalid": invalid,
+            });
+            (outcome, detail, Some(after))
+        }
+        Ok(_) => (Outcome::Ok, "done".to_owned(), None),
+    };
+    AuditEvent {
+        outcome,
+        detail: Some(detail),
+        after,
+        ..template
+    }
+}
+
 /// The audit trail's single writer.
 /// Events waiting to be appended, and where to answer once they are.
 type Waiting = (Vec<AuditEvent>, tokio::sync::oneshot::Sender<Result<Head, String>>);
@@ -249,16 +327,58 @@ impl Audit {
             return Ok(self.head.lock().await.clone());
         }
         let (tx, mut rx) = tokio::sync::oneshot::channel();
-        self.pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push((events, tx));
+        self.waiting().push((events, tx));
         let mut head = self.head.lock().await;
         // The previous writer may have taken ours along.
         if let Ok(done) = rx.try_recv() {
             return done.map_err(|e| AuditError::Store(StoreError::Engine(e)));
         }
-        let waiting = std::mem::take(&mut *self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        // Ours are among the waiting ones: answered through `rx`.
+        let _ = self
+            .append_locked(&mut head, Vec::new(), async |records: &mut Vec<AuditRecord>| {
+                self.store.audit_append(records).await
+            })
+            .await;
+        drop(head);
+        match rx.await {
+            Ok(done) => done.map_err(|e| AuditError::Store(StoreError::Engine(e))),
+            Err(_) => Err(AuditError::Store(StoreError::Engine(
+                "the audit writer went away".into(),
+            ))),
+        }
+    }
+
+    /// Appends `events` through a write of the caller's, which must store
+    /// the sealed records atomically with its own changes (the ingest
+    /// writer puts them in its [`vigie_store::WriteBatch`], so an entity
+    /// write and its record are one commit). Events waiting for the next
+    /// append ride along, before `events`. The head moves only if `write`
+    /// succeeds; if it fails, `events` are given back with the error (the
+    /// waiting ones' callers are told of it).
+    pub async fn append_with(
+        &self,
+        events: Vec<AuditEvent>,
+        write: impl AsyncFnOnce(&mut Vec<AuditRecord>) -> Result<(), StoreError>,
+    ) -> Result<Head, (StoreError, Vec<AuditEvent>)> {
+        let mut head = self.head.lock().await;
+        self.append_locked(&mut head, events, write).await
+    }
+
+    fn waiting(&self) -> std::sync::MutexGuard<'_, Vec<Waiting>> {
+        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Seals the waiting events, then `mine`, after `head`, and has `write`
+    /// store them; answers the waiting ones and moves the head. Returns the
+    /// head after `mine`, or the error and `mine` back.
+    async fn append_locked(
+        &self,
+        head: &mut Head,
+        mine: Vec<AuditEvent>,
+        write: impl AsyncFnOnce(&mut Vec<AuditRecord>) -> Result<(), StoreError>,
+    ) -> Result<Head, (StoreError, Vec<AuditEvent>)> {
+        let mine_count = mine.len();
+        let waiting = std::mem::take(&mut *self.waiting());
         let mut next = head.clone();
         let mut records = Vec::new();
         let mut answers = Vec::with_capacity(waiting.len());
@@ -270,7 +390,15 @@ impl Audit {
             }
             answers.push((reply, next.clone()));
         }
-        if let Err(e) = self.store.audit_append(&records).await {
+        for e in mine {
+            let r = AuditRecord::seal(&next, e);
+            next = Head::of(&r);
+            records.push(r);
+        }
+        if records.is_empty() {
+            return Ok(next);
+        }
+        if let Err(e) = write(&mut records).await {
             for r in &records {
                 tracing::error!(
                     target: "vigie::audit", error = %e, actor = %r.event.actor, action = %r.event.action,
@@ -285,23 +413,18 @@ impl Audit {
             for (reply, _) in answers {
                 let _ = reply.send(Err(e.to_string()));
             }
-        } else {
-            *head = next.clone();
-            tracing::info!(target: "vigie::audit", seq = next.seq, hash = %next.hash, records = records.len(), "audit head");
-            if !self.anchor_kept.load(std::sync::atomic::Ordering::Acquire) {
-                self.write_anchor(&next).await;
-            }
-            for (reply, h) in answers {
-                let _ = reply.send(Ok(h));
-            }
+            let first_mine = records.len() - mine_count;
+            return Err((e, records.drain(first_mine..).map(|r| r.event).collect()));
         }
-        drop(head);
-        match rx.await {
-            Ok(done) => done.map_err(|e| AuditError::Store(StoreError::Engine(e))),
-            Err(_) => Err(AuditError::Store(StoreError::Engine(
-                "the audit writer went away".into(),
-            ))),
+        *head = next.clone();
+        tracing::info!(target: "vigie::audit", seq = next.seq, hash = %next.hash, records = records.len(), "audit head");
+        if !self.anchor_kept.load(std::sync::atomic::Ordering::Acquire) {
+            self.write_anchor(&next).await;
         }
+        for (reply, h) in answers {
+            let _ = reply.send(Ok(h));
+        }
+        Ok(next)
     }
 
     /// Keeps the anchor at the head, written at most every `every` (and
@@ -417,82 +540,17 @@ impl Audit {
         self.head.lock().await.clone()
     }
 
-    /// Records an entity write: `before` as the twin showed it before the
-    /// write, `after` read from the twin once the write is durable (none when
-    /// deleted), or the error when the write failed. `Err` (500) if the record
-    /// cannot be appended: the caller must not answer success then.
-    pub async fn entity_write<T, E: std::fmt::Display>(
-        &self,
-        twin: &Twin,
-        caller: &Caller,
-        action: &str,
-        id: &EntityId,
-        before: Option<Arc<Entity>>,
-        result: &Result<T, E>,
-    ) -> Result<(), ApiError> {
-        let json = |e: Option<Arc<Entity>>| e.and_then(|e| serde_json::to_value(&*e).ok());
-        let (outcome, detail, after) = match result {
-            Ok(_) => (Outcome::Ok, None, json(twin.get(id.as_str()))),
-            Err(e) => (Outcome::Failed, Some(e.to_string()), None),
-        };
-        self.record(AuditEvent {
-            target: Some(id.to_string()),
-            outcome,
-            detail,
-            before: json(before),
-            after,
-            ..event(caller, action)
-        })
-        .await?;
-        Ok(())
-    }
-
-    /// Records a batch operation as one record: the ids created, updated (or deleted) and
-    /// failed (with the reason), not the entities' bodies — a batch carries
-    /// up to 1,000 entities, and provisioning a city is tens of thousands.
-    pub async fn batch_write(
+    /// Records a batch operation that wrote nothing (every entity was
+    /// invalid or refused): see [`batch_note`].
+    pub async fn batch_refused(
         &self,
         caller: &Caller,
         (action, mode): (&str, &str),
-        outcome: &Result<WriteOutcome, WriteError>,
         invalid: usize,
     ) -> Result<(), ApiError> {
-        let (outcome, detail, after) = match outcome {
-            Err(e) => (Outcome::Failed, e.to_string(), None),
-            Ok(WriteOutcome::Batch(results)) => {
-                let (mut created, mut updated, mut failed) = (Vec::new(), Vec::new(), Vec::new());
-                for (id, r) in results {
-                    match r {
-                        Ok(true) => created.push(Value::String(id.to_string())),
-                        Ok(false) => updated.push(Value::String(id.to_string())),
-                        Err(e) => failed.push(serde_json::json!({"id": id.to_string(), "error": e.to_string()})),
-                    }
-                }
-                let detail = format!(
-                    "{} created, {} updated, {} failed, {invalid} invalid",
-                    created.len(),
-                    updated.len(),
-                    failed.len()
-                );
-                let outcome = if created.is_empty() && updated.is_empty() && (!failed.is_empty() || invalid > 0) {
-                    Outcome::Failed
-                } else {
-                    Outcome::Ok
-                };
-                let after = serde_json::json!({
-                    "mode": mode, "created": created, "updated": updated, "failed": failed, "invalid": invalid,
-                });
-                (outcome, detail, Some(after))
-            }
-            Ok(_) => (Outcome::Ok, "done".to_owned(), None),
-        };
-        self.record(AuditEvent {
-            outcome,
-            detail: Some(detail),
-            after,
-            ..event(caller, action)
-        })
-        .await?;
+        let done = Ok(WriteOutcome::Batch(Vec::new()));
+        self.record(batch_event(event(caller, action), mode, &done, invalid))
+            .await?;
         Ok(())
     }
 

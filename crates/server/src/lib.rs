@@ -177,6 +177,7 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
             metrics: Arc::clone(&metrics),
             batch_max: config.ingest.batch_max.max(1),
             observers: vec![Arc::clone(&subscriptions) as Arc<dyn ingest::ChangeObserver>],
+            audit: ingest::AuditTrail::InBatch(Arc::clone(&audit)),
         };
         let (stop, done) = (stop.clone(), writer_done.clone());
         tokio::spawn(async move {
@@ -319,6 +320,7 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
         Arc::clone(&config),
         Arc::clone(&metrics),
         notifying,
+        Arc::clone(&audit),
         stop.clone(),
     ));
     let contexts = Arc::new(contexts::Contexts::from_config(&config.ngsi_ld)?);

@@ -19,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 use vigie_store::Store;
 
 use crate::api::ApiError;
+use crate::audit::Audit;
 use crate::config::Config;
-use crate::ingest::{IngestHandle, Writer};
+use crate::ingest::{AuditTrail, IngestHandle, Writer};
 use crate::metrics::Metrics;
 use crate::outbound::HttpClient;
 use crate::security::Security;
@@ -96,6 +97,7 @@ pub struct Tenants {
     config: Arc<Config>,
     metrics: Arc<Metrics>,
     notifying: Notifying,
+    audit: Arc<Audit>,
     stop: CancellationToken,
     /// Writers of the other tenants, awaited at shutdown.
     writers: Mutex<Vec<JoinHandle<()>>>,
@@ -107,6 +109,7 @@ impl Tenants {
         config: Arc<Config>,
         metrics: Arc<Metrics>,
         notifying: Notifying,
+        audit: Arc<Audit>,
         stop: CancellationToken,
     ) -> Self {
         Self {
@@ -115,6 +118,7 @@ impl Tenants {
             config,
             metrics,
             notifying,
+            audit,
             stop,
             writers: Mutex::new(Vec::new()),
         }
@@ -221,6 +225,8 @@ impl Tenants {
             metrics: Arc::clone(&self.metrics),
             batch_max: self.config.ingest.batch_max.max(1),
             observers: vec![subscriptions],
+            // The trail is in the main store, not the tenant's.
+            audit: AuditTrail::Apart(Arc::clone(&self.audit)),
         };
         let stop = self.stop.clone();
         let task = tokio::spawn(async move { writer.run(rx, stop).await });

@@ -56,3 +56,91 @@ async fn the_audit_table_refuses_updates_and_deletes() {
         assert!(err.to_string().contains("append-only"), "{sql}: {err}");
     }
 }
+
+#[tokio::test]
+async fn entity_writes_and_their_audit_records_commit_together() {
+    use std::sync::Arc;
+
+    use vigie_core::audit::{AuditEvent, AuditRecord, Head, Outcome};
+    use vigie_core::{Entity, EntityId};
+    use vigie_store::{HistoryPoint, Store, StoreError, WriteBatch};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(&dir.path().join("vigie.db"), Durability::Full)
+        .await
+        .expect("open");
+    store.migrate().await.expect("migrate");
+    let light = |n: u32| {
+        Arc::new(Entity::new(
+            EntityId::new(format!("urn:ngsi-ld:Streetlight:{n}")).expect("id"),
+            "Streetlight",
+            None,
+        ))
+    };
+    let record = |after: &Head, n: u32| {
+        AuditRecord::seal(
+            after,
+            AuditEvent {
+                at: jiff::Timestamp::now(),
+                actor: "ann".into(),
+                role: None,
+                credential: "api-key".into(),
+                source: None,
+                action: "entity.create".into(),
+                target: Some(format!("urn:ngsi-ld:Streetlight:{n}")),
+                outcome: Outcome::Ok,
+                detail: None,
+                before: None,
+                after: Some(serde_json::json!({"n": n})),
+            },
+        )
+    };
+    let point = |e: &Entity| HistoryPoint {
+        entity_id: e.id.clone(),
+        attribute: "powerConsumption".into(),
+        observed_at: jiff::Timestamp::now(),
+        value: serde_json::json!(38.5),
+        unit_code: None,
+    };
+
+    // A change, its history and its record: one commit. A point of an
+    // entity the store does not hold is left out, not an error.
+    let first = record(&Head::genesis(), 1);
+    let stray = light(99);
+    let batch = WriteBatch {
+        upserts: vec![light(1)],
+        history: vec![point(&light(1)), point(&stray)],
+        audit: vec![first.clone()],
+        ..Default::default()
+    };
+    store.write(&batch).await.expect("a write with its record");
+    assert_eq!(store.audit_head().await.expect("head"), Some(first.clone()));
+    assert_eq!(store.count_history().await.expect("points"), 1);
+
+    // A record that does not continue the trail: nothing of the batch is kept.
+    let mut gap = record(&Head::of(&first), 2);
+    gap.seq = 3;
+    let refused = WriteBatch {
+        upserts: vec![light(2)],
+        audit: vec![gap],
+        ..Default::default()
+    };
+    assert!(matches!(store.write(&refused).await, Err(StoreError::AuditConflict(_))));
+    assert_eq!(
+        store.count_entities().await.expect("count"),
+        1,
+        "the change went with its record"
+    );
+    assert_eq!(store.audit_head().await.expect("head").map(|r| r.seq), Some(1));
+
+    // The writer goes on after a refused batch.
+    let second = record(&Head::of(&first), 2);
+    let batch = WriteBatch {
+        upserts: vec![light(2)],
+        audit: vec![second],
+        ..Default::default()
+    };
+    store.write(&batch).await.expect("the next write");
+    assert_eq!(store.count_entities().await.expect("count"), 2);
+    assert_eq!(store.audit_head().await.expect("head").map(|r| r.seq), Some(2));
+}

@@ -79,6 +79,9 @@ pub struct WriteBatch {
     pub dead_letters: Vec<DeadLetter>,
     /// Notifications the changes cause, committed with them.
     pub notifications: Vec<PendingNotification>,
+    /// Audit records of the changes, committed with them: they continue
+    /// the trail exactly (see [`Store::audit_append`]).
+    pub audit: Vec<AuditRecord>,
 }
 
 impl WriteBatch {
@@ -88,6 +91,7 @@ impl WriteBatch {
             && self.history.is_empty()
             && self.dead_letters.is_empty()
             && self.notifications.is_empty()
+            && self.audit.is_empty()
     }
 }
 

@@ -15,6 +15,6 @@ pub mod writer;
 
 pub use registry::DeviceRegistry;
 pub use writer::{
-    Acknowledge, BatchKind, Change, ChangeObserver, Edit, Edited, IngestHandle, Work, WriteError, WriteOp,
-    WriteOutcome, Writer,
+    Acknowledge, AuditNote, AuditTrail, Audited, BatchKind, Change, ChangeObserver, Edit, Edited, IngestHandle, Work,
+    WriteError, WriteOp, WriteOutcome, Writer,
 };

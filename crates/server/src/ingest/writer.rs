@@ -7,9 +7,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use vigie_core::audit::{AuditEvent, AuditRecord};
 use vigie_core::{Device, Entity, EntityId, Observation, Timestamp};
-use vigie_store::{DeadLetter, HistoryPoint, Store, WriteBatch};
+use vigie_store::{DeadLetter, HistoryPoint, Store, StoreError, WriteBatch};
 
+use crate::audit::Audit;
 use crate::metrics::{Metrics, inc};
 use crate::twin::Twin;
 
@@ -31,11 +33,36 @@ pub enum Work {
         letter: DeadLetter,
         ack: Option<Box<dyn Acknowledge>>,
     },
-    /// An NGSI-LD write, answered once durable.
+    /// An NGSI-LD write, answered once durable (and recorded in the audit
+    /// trail when it comes with a note).
     Write {
         op: WriteOp,
         reply: oneshot::Sender<Result<WriteOutcome, WriteError>>,
+        audit: Option<AuditNote>,
     },
+}
+
+/// Makes the audit record of a write once the writer knows what it did.
+pub type AuditNote = Box<dyn FnOnce(Audited<'_>) -> AuditEvent + Send>;
+
+/// What a write did, for its audit record.
+pub struct Audited<'a> {
+    pub result: &'a Result<WriteOutcome, WriteError>,
+    /// The entity a single-entity write addressed, just before it and just
+    /// after it (`None`: absent, deleted, or a write of several entities).
+    pub before: Option<&'a Entity>,
+    pub after: Option<&'a Entity>,
+}
+
+/// Where a writer's audit records go.
+#[derive(Clone)]
+pub enum AuditTrail {
+    /// The trail is in the writer's own store: each batch's records commit
+    /// in the batch's transaction, so a write and its record are one.
+    InBatch(Arc<Audit>),
+    /// The trail is in another store (a tenant's writer): records are
+    /// appended once the batch is durable, before the writers are answered.
+    Apart(Arc<Audit>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +131,17 @@ pub enum WriteOp {
     },
 }
 
+impl WriteOp {
+    /// The one entity this write addresses, if it addresses one.
+    fn target(&self) -> Option<&EntityId> {
+        match self {
+            Self::Create(e) | Self::Observe { entity: e, .. } => Some(&e.id),
+            Self::Delete(id) | Self::Edit { id, .. } => Some(id),
+            Self::Batch { .. } | Self::BatchDelete(_) => None,
+        }
+    }
+}
+
 impl std::fmt::Debug for WriteOp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -165,9 +203,20 @@ impl IngestHandle {
 
     /// Queues a write and waits until it is durable (or refused).
     pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, WriteError> {
+        self.send(op, None).await
+    }
+
+    /// Like [`IngestHandle::write`], with the write's audit record made by
+    /// `note` and made durable with it: if the record cannot be, the write
+    /// answers an error.
+    pub async fn write_audited(&self, op: WriteOp, note: AuditNote) -> Result<WriteOutcome, WriteError> {
+        self.send(op, Some(note)).await
+    }
+
+    async fn send(&self, op: WriteOp, audit: Option<AuditNote>) -> Result<WriteOutcome, WriteError> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(Work::Write { op, reply })
+            .send(Work::Write { op, reply, audit })
             .await
             .map_err(|_| WriteError::Unavailable("Vigie is shutting down".into()))?;
         answer
@@ -186,6 +235,7 @@ pub struct Writer {
     pub metrics: Arc<Metrics>,
     pub batch_max: usize,
     pub observers: Vec<Arc<dyn ChangeObserver>>,
+    pub audit: AuditTrail,
 }
 
 /// One entity's change in a committed batch: its state before the batch and
@@ -261,6 +311,8 @@ struct Prepared {
     batch: WriteBatch,
     changes: Vec<Change>,
     replies: Vec<(Reply, Result<WriteOutcome, WriteError>)>,
+    /// The HTTP writes' audit records, in the order of the writes.
+    audit: Vec<AuditEvent>,
     acks: Vec<Box<dyn Acknowledge>>,
     mqtt_messages: u64,
     refused: u64,
@@ -288,15 +340,23 @@ impl Writer {
     async fn process(&self, items: Vec<Work>, stop: &CancellationToken) {
         let now = Timestamp::now();
         let mut prepared = self.prepare(items, now);
+        let audit = std::mem::take(&mut prepared.audit);
+        // Records go with the batch when the trail is in the same store,
+        // else after it.
+        let (mut in_batch, after) = match &self.audit {
+            AuditTrail::InBatch(_) => (audit, Vec::new()),
+            AuditTrail::Apart(_) => (Vec::new(), audit),
+        };
         let mut backoff = Duration::from_millis(50);
         loop {
             let started = Instant::now();
-            match self.store.write(&prepared.batch).await {
+            match self.commit(&mut prepared.batch, std::mem::take(&mut in_batch)).await {
                 Ok(()) => {
                     self.metrics.observe_commit(started.elapsed().as_secs_f64());
                     break;
                 }
-                Err(e) => {
+                Err((e, unrecorded)) => {
+                    in_batch = unrecorded;
                     inc(&self.metrics.store_errors, 1);
                     tracing::error!(error = %e, points = prepared.batch.history.len(), "store commit failed; retrying");
                     // HTTP writers are told now rather than kept waiting.
@@ -318,6 +378,17 @@ impl Writer {
                 }
             }
         }
+        if let AuditTrail::Apart(trail) = &self.audit
+            && !after.is_empty()
+            && let Err(e) = trail.record_all(after).await
+        {
+            // The changes are durable; their writers must not be told all is well.
+            for (_, outcome) in &mut prepared.replies {
+                *outcome = Err(WriteError::Unavailable(format!(
+                    "the write was made but its audit record was not: {e}"
+                )));
+            }
+        }
         let points = prepared.batch.history.len() as u64;
         self.twin.commit(prepared.changes.into_iter().map(|c| (c.id, c.after)));
         for observer in &self.observers {
@@ -336,6 +407,30 @@ impl Writer {
         inc(&m.batches, 1);
     }
 
+    /// Commits a batch, with its audit records when the trail is in the
+    /// same store. On failure, gives the records' events back for a retry.
+    async fn commit(
+        &self,
+        batch: &mut WriteBatch,
+        audit: Vec<AuditEvent>,
+    ) -> Result<(), (StoreError, Vec<AuditEvent>)> {
+        let AuditTrail::InBatch(trail) = &self.audit else {
+            return self.store.write(batch).await.map_err(|e| (e, audit));
+        };
+        if audit.is_empty() {
+            return self.store.write(batch).await.map_err(|e| (e, audit));
+        }
+        trail
+            .append_with(audit, async |records: &mut Vec<AuditRecord>| {
+                std::mem::swap(&mut batch.audit, records);
+                let written = self.store.write(batch).await;
+                std::mem::swap(&mut batch.audit, records);
+                written
+            })
+            .await
+            .map(|_| ())
+    }
+
     fn prepare(&self, items: Vec<Work>, now: Timestamp) -> Prepared {
         let mut ws = WorkingSet {
             twin: &self.twin,
@@ -345,6 +440,7 @@ impl Writer {
             batch: WriteBatch::default(),
             changes: Vec::new(),
             replies: Vec::new(),
+            audit: Vec::new(),
             acks: Vec::new(),
             mqtt_messages: 0,
             refused: 0,
@@ -366,9 +462,19 @@ impl Writer {
                     p.batch.dead_letters.push(letter);
                     p.acks.extend(ack);
                 }
-                Work::Write { op, reply } => {
+                Work::Write { op, reply, audit } => {
                     inc(&self.metrics.http_writes, 1);
+                    let target = op.target().cloned();
+                    let before = target.as_ref().and_then(|id| ws.get(id));
                     let outcome = apply_write(&mut ws, op, now, &mut p.batch.history);
+                    if let Some(note) = audit {
+                        let after = target.as_ref().and_then(|id| ws.get(id));
+                        p.audit.push(note(Audited {
+                            result: &outcome,
+                            before: before.as_deref(),
+                            after: after.as_deref(),
+                        }));
+                    }
                     p.replies.push((reply, outcome));
                 }
             }

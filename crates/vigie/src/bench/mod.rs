@@ -54,6 +54,14 @@ enum Scenario {
     Auth,
     /// The NGSI-LD broker: PATCH, q, temporal aggregation, notifications.
     Ngsi,
+    /// The NGSI-LD broker's single-attribute PATCH only.
+    NgsiPatch,
+    /// The NGSI-LD broker's `q` query and paging only.
+    NgsiQuery,
+    /// The NGSI-LD broker's temporal aggregation only.
+    NgsiTemporal,
+    /// The NGSI-LD broker's notification latency and loss only.
+    NgsiNotify,
     /// The console's live changes: 50 consoles, 1,000 changes/s.
     Console,
     /// The alarm storm (20 cabinets cut at once) and telemetry-to-alarm
@@ -132,8 +140,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         auth::cost(&args, &data, &mut report).await?;
         auth::logins(&data, &mut report).await?;
     }
-    if wants(Scenario::Ngsi) {
-        ngsi::run(&args, &data, &mut report).await?;
+    if wants(Scenario::Ngsi) || wants(Scenario::NgsiPatch) {
+        ngsi::patches(&args, &data, &mut report, "full").await?;
+        ngsi::patches(&args, &data, &mut report, "normal").await?;
+    }
+    if wants(Scenario::Ngsi) || wants(Scenario::NgsiQuery) {
+        ngsi::query(&data, &mut report).await?;
+    }
+    if wants(Scenario::Ngsi) || wants(Scenario::NgsiTemporal) {
+        ngsi::temporal(&data, &mut report).await?;
+    }
+    if wants(Scenario::Ngsi) || wants(Scenario::NgsiNotify) {
+        ngsi::notifications(&data, &mut report).await?;
     }
     if wants(Scenario::Console) {
         console::fan_out(&data, &mut report).await?;

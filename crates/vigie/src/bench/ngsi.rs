@@ -42,17 +42,13 @@ async fn load_lights(running: &vigie_server::Running, n: usize) -> anyhow::Resul
     Ok(())
 }
 
-pub async fn run(args: &BenchArgs, data: &Path, report: &mut Report) -> anyhow::Result<()> {
-    patches(args, data, report, "full").await?;
-    patches(args, data, report, "normal").await?;
-    query(data, report).await?;
-    temporal(data, report).await?;
-    notifications(data, report).await?;
-    Ok(())
-}
-
 /// `PATCH /entities/{id}/attrs/powerConsumption` from `args.connections` connections.
-async fn patches(args: &BenchArgs, data: &Path, report: &mut Report, durability: &str) -> anyhow::Result<()> {
+pub(super) async fn patches(
+    args: &BenchArgs,
+    data: &Path,
+    report: &mut Report,
+    durability: &str,
+) -> anyhow::Result<()> {
     println!("\n[ngsi] single-attribute PATCH, store.durability = {durability}…");
     let running = super::start_vigie_with(data, "ngsi-patch", |c| c.store.durability = durability.into()).await?;
     let lights = 10_000;
@@ -133,7 +129,7 @@ async fn timed(client: &reqwest::Client, url: &str, requests: usize) -> anyhow::
     Ok((quantile(&ms, 0.5), quantile(&ms, 0.95)))
 }
 
-async fn query(data: &Path, report: &mut Report) -> anyhow::Result<()> {
+pub(super) async fn query(data: &Path, report: &mut Report) -> anyhow::Result<()> {
     println!("\n[ngsi] q over 100,000 entities…");
     let running = start_vigie(data, "ngsi-query").await?;
     load_lights(&running, 100_000).await?;
@@ -218,7 +214,7 @@ async fn history(running: &vigie_server::Running, ids: &[EntityId], points: usiz
     Ok(())
 }
 
-async fn temporal(data: &Path, report: &mut Report) -> anyhow::Result<()> {
+pub(super) async fn temporal(data: &Path, report: &mut Report) -> anyhow::Result<()> {
     println!("\n[ngsi] temporal aggregation…");
     let running = start_vigie(data, "ngsi-temporal").await?;
     let meters: Vec<Entity> = (0..1_001)
@@ -287,7 +283,7 @@ async fn endpoint(listener: tokio::net::TcpListener, shared: Shared) {
     let _ = axum::serve(listener, app).await;
 }
 
-async fn notifications(data: &Path, report: &mut Report) -> anyhow::Result<()> {
+pub(super) async fn notifications(data: &Path, report: &mut Report) -> anyhow::Result<()> {
     println!("\n[ngsi] notifications at 10,000 updates/s with 100 subscriptions…");
     let running = start_vigie(data, "ngsi-notify").await?;
     let lights = 10_000;

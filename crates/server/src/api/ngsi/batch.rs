@@ -10,6 +10,7 @@ use vigie_core::{Action, Entity, EntityId};
 
 use super::{MAX_BATCH, entity_id, parse_entity};
 use crate::api::{ApiError, AppState, JsonBody, Params};
+use crate::audit;
 use crate::ingest::{BatchKind, WriteOp, WriteOutcome};
 use crate::security::Caller;
 use crate::tenants::Tenant;
@@ -118,14 +119,16 @@ async fn run_batch(
         errors.push(failure(e.id.to_string(), &out_of_scope(&e.id)));
     }
     let outcome = if entities.is_empty() {
-        Ok(WriteOutcome::Batch(vec![]))
+        s.audit.batch_refused(caller, kind.audit_labels(), errors.len()).await?;
+        WriteOutcome::Batch(vec![])
     } else {
-        tenant.ingest.write(WriteOp::Batch { kind, entities }).await
+        let note = audit::batch_note(caller, kind.audit_labels(), errors.len());
+        tenant
+            .ingest
+            .write_audited(WriteOp::Batch { kind, entities }, note)
+            .await?
     };
-    s.audit
-        .batch_write(caller, kind.audit_labels(), &outcome, errors.len())
-        .await?;
-    answer(outcome?, errors, creates)
+    answer(outcome, errors, creates)
 }
 
 fn out_of_scope(id: &EntityId) -> ApiError {
@@ -208,10 +211,11 @@ pub(super) async fn delete(
         }
     }
     let outcome = if ids.is_empty() {
-        Ok(WriteOutcome::Batch(vec![]))
+        s.audit.batch_refused(&caller, LABELS, errors.len()).await?;
+        WriteOutcome::Batch(vec![])
     } else {
-        tenant.ingest.write(WriteOp::BatchDelete(ids)).await
+        let note = audit::batch_note(&caller, LABELS, errors.len());
+        tenant.ingest.write_audited(WriteOp::BatchDelete(ids), note).await?
     };
-    s.audit.batch_write(&caller, LABELS, &outcome, errors.len()).await?;
-    answer(outcome?, errors, false)
+    answer(outcome, errors, false)
 }

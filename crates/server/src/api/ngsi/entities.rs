@@ -13,6 +13,7 @@ use super::{
     parse_attributes, parse_entity, partial_or_done, visible,
 };
 use crate::api::{ApiError, AppState, JsonBody, Params};
+use crate::audit;
 use crate::ingest::{Edit, Edited, WriteError, WriteOp};
 use crate::security::Caller;
 
@@ -64,11 +65,8 @@ pub(super) async fn create(
         )));
     }
     let location = format!("/ngsi-ld/v1/entities/{}", entity.id);
-    let result = tenant.ingest.write(WriteOp::Create(entity)).await;
-    s.audit
-        .entity_write(&tenant.twin, &caller, "entity.create", &id, None, &result)
-        .await?;
-    result?;
+    let note = audit::entity_note(&caller, "entity.create", &id);
+    tenant.ingest.write_audited(WriteOp::Create(entity), note).await?;
     let mut res = StatusCode::CREATED.into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {
         res.headers_mut().insert(header::LOCATION, v);
@@ -85,11 +83,8 @@ pub(super) async fn delete(
     let tenant = s.tenants.for_read(&headers).await?;
     let (id, before) = entity_and_state(&tenant, &id)?;
     check_writable(&s, &caller, "entity.delete", &id, before.as_deref()).await?;
-    let result = tenant.ingest.write(WriteOp::Delete(id.clone())).await;
-    s.audit
-        .entity_write(&tenant.twin, &caller, "entity.delete", &id, before, &result)
-        .await?;
-    result?;
+    let note = audit::entity_note(&caller, "entity.delete", &id);
+    tenant.ingest.write_audited(WriteOp::Delete(id), note).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -117,15 +112,10 @@ async fn edit(
     let (id, before) = entity_and_state(&tenant, raw_id)?;
     check_writable(s, caller, verb, &id, before.as_deref()).await?;
     let current = before.as_deref().ok_or_else(|| not_found(&id))?;
-    let op = WriteOp::Edit {
-        id: id.clone(),
-        edit: make(current)?,
-    };
-    let result = tenant.ingest.write(op).await;
-    s.audit
-        .entity_write(&tenant.twin, caller, verb, &id, before, &result)
-        .await?;
-    Ok(partial_or_done(result?))
+    let edit = make(current)?;
+    let note = audit::entity_note(caller, verb, &id);
+    let done = tenant.ingest.write_audited(WriteOp::Edit { id, edit }, note).await?;
+    Ok(partial_or_done(done))
 }
 
 pub(super) async fn append_attributes(

@@ -301,11 +301,8 @@ async fn observe(
         observations,
         create,
     };
-    let result = tenant.ingest.write(op).await;
-    s.audit
-        .entity_write(&tenant.twin, caller, "entity.temporal-write", &id, before, &result)
-        .await?;
-    let status = match result? {
+    let note = crate::audit::entity_note(caller, "entity.temporal-write", &id);
+    let status = match tenant.ingest.write_audited(op, note).await? {
         WriteOutcome::Created => StatusCode::CREATED,
         _ => StatusCode::NO_CONTENT,
     };
