@@ -443,15 +443,15 @@ fn period_stats(numbers: &StatsArray, others: &StatsArray, distinct: bool) -> Pe
         max: others.number(4),
     };
     PeriodStats {
-        total_count: numbers.count(0),
-        distinct_count: distinct.then(|| numbers.count(6) + others.count(11)),
+        total_count: numbers.count(0) + others.count(0),
+        distinct_count: distinct.then(|| numbers.count(5) + others.count(11)),
         numbers: merge(
             Moments {
-                count: numbers.count(1),
-                sum: numbers.number(2).unwrap_or(0.0),
-                sum_sq: numbers.number(3).unwrap_or(0.0),
-                min: numbers.number(4),
-                max: numbers.number(5),
+                count: numbers.count(0),
+                sum: numbers.number(1).unwrap_or(0.0),
+                sum_sq: numbers.number(2).unwrap_or(0.0),
+                min: numbers.number(3),
+                max: numbers.number(4),
             },
             booleans,
         ),
@@ -825,8 +825,41 @@ impl Store for SqliteStore {
         if selection.entity_ids.is_empty() {
             return Ok(None);
         }
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT min(h.observed_at), max(h.observed_at)");
-        push_selection(&mut qb, selection, None, None);
+        let mut qb = match &selection.attributes {
+            // Each series' first and last point: two index seeks, where a
+            // min/max over the whole selection would read every point.
+            Some(attributes) => {
+                let ids: Vec<&str> = selection.entity_ids.iter().map(EntityId::as_str).collect();
+                let mut qb =
+                    QueryBuilder::<Sqlite>::new("WITH s(k, a) AS (SELECT e.key, a.value FROM entities e, json_each(");
+                qb.push_bind(json_array(attributes))
+                    .push(") a WHERE e.id IN (SELECT value FROM json_each(")
+                    .push_bind(json_array(&ids))
+                    .push("))) SELECT min(lo), max(hi) FROM (SELECT ");
+                for (i, f) in ["min", "max"].into_iter().enumerate() {
+                    if i > 0 {
+                        qb.push(", ");
+                    }
+                    qb.push(format!(
+                        "(SELECT {f}(h.observed_at) FROM history h WHERE h.entity_key = s.k AND h.attribute = s.a"
+                    ));
+                    if let Some(t) = selection.from {
+                        qb.push(" AND h.observed_at >= ").push_bind(micros(t));
+                    }
+                    if let Some(t) = selection.to {
+                        qb.push(" AND h.observed_at < ").push_bind(micros(t));
+                    }
+                    qb.push(if i == 0 { ") AS lo" } else { ") AS hi" });
+                }
+                qb.push(" FROM s)");
+                qb
+            }
+            None => {
+                let mut qb = QueryBuilder::<Sqlite>::new("SELECT min(h.observed_at), max(h.observed_at)");
+                push_selection(&mut qb, selection, None, None);
+                qb
+            }
+        };
         let row = qb.build().fetch_one(&self.pool).await.map_err(engine)?;
         let first: Option<i64> = row.try_get(0).map_err(engine)?;
         let last: Option<i64> = row.try_get(1).map_err(engine)?;
@@ -882,30 +915,48 @@ impl Store for SqliteStore {
                 );
             }
         }
+        // Whether a series has any non-numeric point in the range (one seek
+        // in the partial index): most have none, and skip those subqueries.
+        qb.push(
+            ", t(k, id, a, o) AS (SELECT k, id, a, EXISTS (SELECT 1 FROM history INDEXED BY history_non_numeric \
+             WHERE entity_key = s.k AND attribute = s.a AND num IS NULL AND observed_at >= ",
+        )
+        .push_bind(from)
+        .push(" AND observed_at < ")
+        .push_bind(to)
+        .push(") FROM s)");
         let range = |qb: &mut QueryBuilder<Sqlite>| {
-            qb.push(" WHERE h.entity_key = s.k AND h.attribute = s.a AND h.observed_at >= max(p.lo, ")
+            qb.push(" WHERE h.entity_key = t.k AND h.attribute = t.a AND h.observed_at >= max(p.lo, ")
                 .push_bind(from)
                 .push(") AND h.observed_at < min(p.hi, ")
                 .push_bind(to)
                 .push(")");
         };
+        // Each aggregate costs per point: the sum of squares only when asked.
+        let squares = methods
+            .iter()
+            .any(|m| matches!(m, AggrMethod::Stddev | AggrMethod::Sumsq));
         // Materialized: flattened, the filter below would run every subquery twice.
         qb.push(format!(
-            ", r AS MATERIALIZED (SELECT s.id, s.a, p.i, \
-             (SELECT json_array(count(*), count(num), sum(num), sum(num * num), min(num), max(num){}) FROM history h",
+            ", r AS MATERIALIZED (SELECT t.id, t.a, p.i, \
+             (SELECT json_array(count(num), sum(num), {}, min(num), max(num){}) FROM history h",
+            if squares { "sum(num * num)" } else { "0" },
             if distinct { ", count(DISTINCT num)" } else { "" }
         ));
         range(&mut qb);
         qb.push(format!(
-            ") AS numbers, (SELECT json_array(count(*), count(b), sum(b), min(b), max(b), count(sz), sum(sz), min(sz), max(sz), \
-             min(txt), max(txt){}) FROM (SELECT txt, json, CASE json WHEN 'true' THEN 1.0 WHEN 'false' THEN 0.0 END AS b, \
-             CASE WHEN json LIKE '[%' THEN CAST(json_array_length(json) AS REAL) END AS sz FROM history h",
+            ") AS numbers, CASE WHEN t.o THEN (SELECT json_array(count(*), count(b), sum(b), min(b), max(b), count(sz), \
+             sum(sz), min(sz), max(sz), min(txt), max(txt){}) FROM (SELECT txt, json, \
+             CASE json WHEN 'true' THEN 1.0 WHEN 'false' THEN 0.0 END AS b, \
+             CASE WHEN json LIKE '[%' THEN CAST(json_array_length(json) AS REAL) END AS sz \
+             FROM history h INDEXED BY history_non_numeric",
             if distinct { ", count(DISTINCT txt) + count(DISTINCT json)" } else { "" }
         ));
         range(&mut qb);
         qb.push(
-            " AND h.num IS NULL)) AS others FROM s, p WHERE p.hi IS NOT NULL) \
-             SELECT id, a, i, numbers, others FROM r WHERE numbers NOT LIKE '[0,%' ORDER BY id, a, i",
+            " AND h.num IS NULL)) ELSE '[0]' END AS others FROM t, p WHERE p.hi IS NOT NULL) \
+             SELECT id, a, i, numbers, others FROM r WHERE numbers NOT LIKE '[0,%' OR (others NOT LIKE '[0,%' AND others <> '[0]') \
+             ORDER BY id, a, i",
         );
         let rows = qb.build().fetch_all(&self.pool).await.map_err(engine)?;
 
@@ -1132,15 +1183,15 @@ impl Store for SqliteStore {
     }
 
     async fn delete_notifications(&self, seqs: &[u64]) -> Result<()> {
-        for chunk in seqs.chunks(ROWS_PER_STATEMENT) {
-            let mut qb = QueryBuilder::<Sqlite>::new("DELETE FROM pending_notifications WHERE seq IN (");
-            let mut list = qb.separated(", ");
-            for seq in chunk {
-                list.push_bind(*seq as i64);
-            }
-            qb.push(")");
-            qb.build().execute(&self.writer).await.map_err(engine)?;
+        if seqs.is_empty() {
+            return Ok(());
         }
+        // One statement (one transaction) whatever the count: the list as JSON.
+        sqlx::query("DELETE FROM pending_notifications WHERE seq IN (SELECT value FROM json_each(?))")
+            .bind(json_array(seqs))
+            .execute(&self.writer)
+            .await
+            .map_err(engine)?;
         Ok(())
     }
 

@@ -92,9 +92,50 @@ impl WorkerHandle {
     }
 }
 
+/// Deletes delivered notifications from the outbox, every subscription's
+/// together, once per [`Outbox::EVERY`]: one write where there was one per
+/// delivery, queued beside the writer's commits. What a crash keeps from
+/// being deleted is sent again after the restart (delivery is at least once).
+#[derive(Default)]
+pub(super) struct Outbox {
+    delivered: Mutex<Vec<u64>>,
+}
+
+impl Outbox {
+    const EVERY: Duration = Duration::from_millis(100);
+
+    fn delivered(&self, seqs: &[u64]) {
+        self.delivered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(seqs);
+    }
+
+    /// Deletes what was delivered until `stop`, then once more.
+    pub(super) async fn run(self: Arc<Self>, store: Arc<dyn Store>, stop: CancellationToken) {
+        loop {
+            let stopping = tokio::select! {
+                () = tokio::time::sleep(Self::EVERY) => false,
+                () = stop.cancelled() => true,
+            };
+            let seqs = std::mem::take(&mut *self.delivered.lock().unwrap_or_else(PoisonError::into_inner));
+            if !seqs.is_empty()
+                && let Err(e) = store.delete_notifications(&seqs).await
+            {
+                // Delivered but still in the outbox: sent again after a restart (at least once).
+                tracing::warn!(notifications = seqs.len(), error = %e, "cannot delete delivered notifications");
+            }
+            if stopping {
+                break;
+            }
+        }
+    }
+}
+
 pub(super) fn spawn(
     entry: Weak<Entry>,
     store: Arc<dyn Store>,
+    outbox: Arc<Outbox>,
     sender: Arc<Sender>,
     options: DeliveryOptions,
     resume: bool,
@@ -115,6 +156,7 @@ pub(super) fn spawn(
     let worker = Worker {
         entry,
         store,
+        outbox,
         sender,
         options,
         queue,
@@ -130,6 +172,7 @@ pub(super) fn spawn(
 struct Worker {
     entry: Weak<Entry>,
     store: Arc<dyn Store>,
+    outbox: Arc<Outbox>,
     sender: Arc<Sender>,
     options: DeliveryOptions,
     queue: Arc<Queue>,
@@ -238,10 +281,7 @@ impl Worker {
             self.record(result.is_ok(), now);
             match result {
                 Ok(()) => {
-                    if let Err(e) = self.store.delete_notifications(&seqs).await {
-                        // Delivered but still in the outbox: sent again after a restart (at least once).
-                        tracing::warn!(subscription = %id, error = %e, "cannot delete delivered notifications");
-                    }
+                    self.outbox.delivered(&seqs);
                     self.cursor = seqs.iter().copied().max().unwrap_or(self.cursor).max(self.cursor);
                     return;
                 }

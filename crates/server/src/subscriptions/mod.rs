@@ -65,6 +65,7 @@ pub struct Subscriptions {
     /// only the writer touches it.
     last_queued: Mutex<HashMap<String, Timestamp>>,
     sender: Arc<delivery::Sender>,
+    outbox: Arc<delivery::Outbox>,
     options: DeliveryOptions,
     stop: CancellationToken,
 }
@@ -82,6 +83,8 @@ impl Subscriptions {
     ) -> Result<Arc<Self>, StoreError> {
         let records = store.subscriptions().await?;
         let seq = store.last_notification_seq().await?;
+        let outbox = Arc::new(delivery::Outbox::default());
+        tokio::spawn(Arc::clone(&outbox).run(Arc::clone(&store), stop.clone()));
         let this = Arc::new(Self {
             store,
             twin,
@@ -90,6 +93,7 @@ impl Subscriptions {
             seq: AtomicU64::new(seq),
             last_queued: Mutex::new(HashMap::new()),
             sender: Arc::new(delivery::Sender::new(http)),
+            outbox,
             options,
             stop,
         });
@@ -108,6 +112,7 @@ impl Subscriptions {
             worker: delivery::spawn(
                 weak.clone(),
                 Arc::clone(&self.store),
+                Arc::clone(&self.outbox),
                 Arc::clone(&self.sender),
                 self.options.clone(),
                 resume,
