@@ -167,6 +167,55 @@ async fn batch_upsert_and_stable_paging() {
     s.running.shutdown().await;
 }
 
+/// The `Link: <...>; rel="next"` of a response, if any.
+fn next_link(res: &reqwest::Response) -> Option<String> {
+    res.headers()
+        .get_all("link")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.ends_with("rel=\"next\""))
+        .and_then(|v| Some(v[v.find('<')? + 1..v.find('>')?].to_owned()))
+}
+
+#[tokio::test]
+async fn next_links_page_by_id_and_ignore_entities_created_behind() {
+    let s = TestServer::http_only().await;
+    let batch: Vec<Value> = (0..95).map(|n| light(n, "dijon")).collect();
+    let (status, _) = s
+        .post_json("/ngsi-ld/v1/entityOperations/upsert", &Value::Array(batch))
+        .await;
+    assert_eq!(status, 201);
+
+    let mut seen = Vec::new();
+    let mut next = Some("/ngsi-ld/v1/entities?type=Streetlight&limit=20&options=keyValues".to_owned());
+    let mut pages = 0;
+    while let Some(url) = next.take() {
+        let res = s.http.get(s.url(&url)).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{url}");
+        next = next_link(&res);
+        let page: Vec<Value> = res.json().await.unwrap();
+        seen.extend(page.iter().map(|e| e["id"].as_str().unwrap().to_owned()));
+        pages += 1;
+        // An entity created where offsets would shift: the pages do not move.
+        let (status, _) = s.post_json("/ngsi-ld/v1/entities", &light(pages, "ahuy")).await;
+        assert_eq!(status, 201);
+    }
+    assert_eq!(pages, 5, "four full pages and the last, which has no next link");
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(seen.len(), 95);
+    assert_eq!(seen, sorted, "every entity exactly once, in id order");
+    assert!(seen.iter().all(|id| id.contains(":dijon:")));
+
+    let (status, body) = s
+        .get_json("/ngsi-ld/v1/entities?type=Streetlight&afterId=not%20a%20uri")
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(problem_type(&body), "BadRequestData");
+    s.running.shutdown().await;
+}
+
 #[tokio::test]
 async fn bad_requests_get_problem_details() {
     let s = TestServer::http_only().await;

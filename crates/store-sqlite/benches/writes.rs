@@ -18,6 +18,8 @@ fn light(n: usize, watts: f64) -> Entity {
         .with("powerConsumption", Attribute::property(watts).with_unit("WTT"))
 }
 
+const BATCH: usize = 500;
+
 fn writes(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("a runtime");
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -37,12 +39,12 @@ fn writes(c: &mut Criterion) {
         store
     });
     let mut round = 0usize;
-    c.bench_function("commit 16 changed lights", |b| {
+    c.bench_function("commit 500 changed lights", |b| {
         b.iter(|| {
             round += 1;
             let now = Timestamp::now();
-            let changed: Vec<Arc<Entity>> = (0..16)
-                .map(|k| Arc::new(light((round * 16 + k) * 7 % 10_000, (round % 70) as f64)))
+            let changed: Vec<Arc<Entity>> = (0..BATCH)
+                .map(|k| Arc::new(light((round * BATCH + k) * 7 % 10_000, (round % 70) as f64)))
                 .collect();
             let history = changed
                 .iter()

@@ -3,6 +3,7 @@
 
 pub mod baseline;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -97,13 +98,7 @@ impl BodyTable {
 }
 
 pub struct SqliteStore {
-    /// Readers: several connections reading the WAL's last commit at once.
     pool: SqlitePool,
-    /// The one connection that writes. SQLite takes one writer at a time;
-    /// writers queue here, in order, instead of in SQLite's busy handler,
-    /// which sleeps by steps of up to 100 ms and so stalled a second writer
-    /// (the audit trail, the alarm recorder) beside the ingest writer.
-    writer: SqlitePool,
 }
 
 async fn insert_notifications(
@@ -124,10 +119,6 @@ async fn insert_notifications(
     }
     Ok(())
 }
-
-/// What the trigger `audit_continues` (migration 0009) says when a record
-/// does not follow the trail.
-const AUDIT_DISCONTINUED: &str = "an audit record must continue the trail";
 
 /// Each audit record's seq and before/after bodies, as stored.
 type AuditRow = (i64, Option<String>, Option<String>);
@@ -474,7 +465,7 @@ impl SqliteStore {
         sqlx::query(table.upsert())
             .bind(id)
             .bind(body)
-            .execute(&self.writer)
+            .execute(&self.pool)
             .await
             .map_err(engine)?;
         Ok(())
@@ -525,19 +516,12 @@ impl SqliteStore {
             .pragma("cache_size", "-65536") // 64 MiB page cache per connection
             .pragma("temp_store", "memory")
             .foreign_keys(false);
-        let cannot_open = |e| StoreError::Engine(format!("cannot open {}: {e}", path.display()));
-        // The writer first: it creates the file and turns WAL on.
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await
-            .map_err(cannot_open)?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await
-            .map_err(cannot_open)?;
-        Ok(Self { pool, writer })
+            .map_err(|e| StoreError::Engine(format!("cannot open {}: {e}", path.display())))?;
+        Ok(Self { pool })
     }
 
     /// Opens from a URL: `sqlite://PATH` or `sqlite:PATH`.
@@ -562,7 +546,6 @@ impl SqliteStore {
     /// Closes every connection, after which the file can be copied or reopened.
     pub async fn close(&self) {
         self.pool.close().await;
-        self.writer.close().await;
     }
 }
 
@@ -570,7 +553,7 @@ impl SqliteStore {
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<()> {
         sqlx::migrate!("./migrations")
-            .run(&self.writer)
+            .run(&self.pool)
             .await
             .map_err(|e| StoreError::Engine(format!("migration failed: {e}")))
     }
@@ -579,30 +562,17 @@ impl Store for SqliteStore {
         if batch.is_empty() {
             return Ok(());
         }
-        // The whole transaction is one statement batch, run by the
-        // connection's thread in one go: a statement at a time, each a
-        // round trip to that thread, cost more than the writing itself
-        // when the runtime is busy with requests.
-        let bodies: Vec<String> = batch
-            .upserts
-            .iter()
-            .map(|e| serde_json::to_string(e).map_err(|err| corrupt(e.id.as_str(), err)))
-            .collect::<Result<_>>()?;
-        let audit = audit_rows(&batch.audit)?;
-        let deleted: Vec<&str> = batch.deletes.iter().map(EntityId::as_str).collect();
-        let deleted = json_array(&deleted);
-        let notifications: Vec<String> = batch.notifications.iter().map(|n| n.data.to_string()).collect();
+        // IMMEDIATE: the audit guard reads the trail's end before writing.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(engine)?;
+        let mut keys: HashMap<&str, i64> = HashMap::with_capacity(batch.upserts.len());
 
-        let mut qb = QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE;");
-        for chunk in batch
-            .upserts
-            .iter()
-            .zip(&bodies)
-            .collect::<Vec<_>>()
-            .chunks(ROWS_PER_STATEMENT)
-        {
-            qb.push(" INSERT INTO entities (id, type, scope, body, modified_at) ");
-            qb.push_values(chunk, |mut row, (e, body)| {
+        for chunk in batch.upserts.chunks(ROWS_PER_STATEMENT) {
+            let bodies: Vec<String> = chunk
+                .iter()
+                .map(|e| serde_json::to_string(e).map_err(|err| corrupt(e.id.as_str(), err)))
+                .collect::<Result<_>>()?;
+            let mut qb = QueryBuilder::<Sqlite>::new("INSERT INTO entities (id, type, scope, body, modified_at) ");
+            qb.push_values(chunk.iter().zip(&bodies), |mut row, (e, body)| {
                 row.push_bind(e.id.as_str())
                     .push_bind(e.entity_type.as_str())
                     .push_bind(e.scope.as_ref().map(|s| s.to_ngsi()))
@@ -611,33 +581,60 @@ impl Store for SqliteStore {
             });
             qb.push(
                 " ON CONFLICT (id) DO UPDATE SET type = excluded.type, scope = excluded.scope, \
-                 body = excluded.body, modified_at = excluded.modified_at;",
+                 body = excluded.body, modified_at = excluded.modified_at RETURNING key, id",
             );
+            let rows = qb.build().fetch_all(&mut *tx).await.map_err(engine)?;
+            for row in rows {
+                let key: i64 = row.try_get(0).map_err(engine)?;
+                let id: String = row.try_get(1).map_err(engine)?;
+                if let Some(e) = chunk.iter().find(|e| e.id.as_str() == id) {
+                    keys.insert(e.id.as_str(), key);
+                }
+            }
         }
-        if !batch.deletes.is_empty() {
+
+        for id in &batch.deletes {
             // An entity's history goes with it: its key may be given again.
-            qb.push(
-                " DELETE FROM history WHERE entity_key IN \
-                 (SELECT key FROM entities WHERE id IN (SELECT value FROM json_each(",
-            )
-            .push_bind(deleted.as_str())
-            .push(")));");
-            qb.push(" DELETE FROM entities WHERE id IN (SELECT value FROM json_each(")
-                .push_bind(deleted.as_str())
-                .push("));");
+            sqlx::query("DELETE FROM history WHERE entity_key = (SELECT key FROM entities WHERE id = ?)")
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(engine)?;
+            sqlx::query("DELETE FROM entities WHERE id = ?")
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(engine)?;
         }
-        // Points of an unknown entity have no key and are left out; in the
-        // order given, so the last of two points at one instant stays.
-        let history: Vec<(usize, &HistoryPoint)> = batch.history.iter().enumerate().collect();
-        for chunk in history.chunks(ROWS_PER_STATEMENT) {
-            qb.push(
-                " INSERT OR REPLACE INTO history (entity_key, attribute, observed_at, num, txt, json, unit_code) \
-                 SELECT e.key, v.column3, v.column4, v.column5, v.column6, v.column7, v.column8 FROM (",
+
+        // History of an entity not upserted in this batch: look its key up once.
+        for p in &batch.history {
+            if !keys.contains_key(p.entity_id.as_str()) {
+                let key: Option<i64> = sqlx::query_scalar("SELECT key FROM entities WHERE id = ?")
+                    .bind(p.entity_id.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(engine)?;
+                match key {
+                    Some(k) => {
+                        keys.insert(p.entity_id.as_str(), k);
+                    }
+                    None => tracing::warn!(entity = %p.entity_id, "history point for an unknown entity dropped"),
+                }
+            }
+        }
+        let known: Vec<&HistoryPoint> = batch
+            .history
+            .iter()
+            .filter(|p| keys.contains_key(p.entity_id.as_str()))
+            .collect();
+        for chunk in known.chunks(ROWS_PER_STATEMENT) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "INSERT OR REPLACE INTO history (entity_key, attribute, observed_at, num, txt, json, unit_code) ",
             );
-            qb.push_values(chunk, |mut row, (n, p)| {
+            qb.push_values(chunk, |mut row, p| {
                 let (num, txt, json) = value_columns(&p.value);
-                row.push_bind(*n as i64)
-                    .push_bind(p.entity_id.as_str())
+                row.push_bind(keys.get(p.entity_id.as_str()).copied())
                     .push_bind(p.attribute.as_str())
                     .push_bind(micros(p.observed_at))
                     .push_bind(num)
@@ -645,10 +642,13 @@ impl Store for SqliteStore {
                     .push_bind(json)
                     .push_bind(p.unit_code.as_deref());
             });
-            qb.push(") AS v JOIN entities e ON e.id = v.column2 ORDER BY v.column1;");
+            qb.build().execute(&mut *tx).await.map_err(engine)?;
         }
+
         for chunk in batch.dead_letters.chunks(ROWS_PER_STATEMENT) {
-            qb.push(" INSERT INTO dead_letters (received_at, source, topic, reason, detail, payload) ");
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO dead_letters (received_at, source, topic, reason, detail, payload) ",
+            );
             qb.push_values(chunk, |mut row, d| {
                 row.push_bind(micros(d.received_at))
                     .push_bind(d.source.as_str())
@@ -657,53 +657,13 @@ impl Store for SqliteStore {
                     .push_bind(d.detail.as_str())
                     .push_bind(d.payload.as_slice());
             });
-            qb.push(";");
+            qb.build().execute(&mut *tx).await.map_err(engine)?;
         }
-        for chunk in batch
-            .notifications
-            .iter()
-            .zip(&notifications)
-            .collect::<Vec<_>>()
-            .chunks(ROWS_PER_STATEMENT)
-        {
-            qb.push(" INSERT INTO pending_notifications (seq, subscription_id, created_at, data) ");
-            qb.push_values(chunk, |mut row, (n, data)| {
-                row.push_bind(n.seq as i64)
-                    .push_bind(n.subscription_id.as_str())
-                    .push_bind(micros(n.created_at))
-                    .push_bind(data.as_str());
-            });
-            qb.push(";");
-        }
-        // The trigger `audit_continues` refuses records that do not follow the trail.
-        for chunk in batch
-            .audit
-            .iter()
-            .zip(audit)
-            .collect::<Vec<_>>()
-            .chunks(AUDIT_ROWS_PER_STATEMENT)
-        {
-            qb.push(format!(" INSERT INTO audit ({AUDIT_COLUMNS}) "));
-            push_audit_values(&mut qb, chunk);
-            qb.push(";");
-        }
-        qb.push(" COMMIT;");
 
-        let mut conn = self.writer.acquire().await.map_err(engine)?;
-        let done = qb.build().persistent(false).execute(&mut *conn).await;
-        if let Err(e) = done {
-            // A statement failed, so COMMIT did not run: end the transaction
-            // here, and have the pool open a fresh connection next time.
-            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-            conn.close_on_drop();
-            let text = e.to_string();
-            return Err(if text.contains(AUDIT_DISCONTINUED) {
-                StoreError::AuditConflict(format!("the audit records do not continue the trail ({text})"))
-            } else {
-                StoreError::Engine(text)
-            });
-        }
-        Ok(())
+        insert_notifications(&mut tx, &batch.notifications).await?;
+        // The trigger `audit_continues` (migration 0009) guards this too.
+        insert_audit(&mut tx, &batch.audit).await?;
+        tx.commit().await.map_err(engine)
     }
 
     async fn entities_page(&self, after: Option<&EntityId>, limit: usize) -> Result<Vec<Entity>> {
@@ -1002,7 +962,7 @@ impl Store for SqliteStore {
             removed += sqlx::query("DELETE FROM history WHERE attribute = ? AND observed_at < ?")
                 .bind(attribute)
                 .bind(cutoff(*days))
-                .execute(&self.writer)
+                .execute(&self.pool)
                 .await
                 .map_err(engine)?
                 .rows_affected();
@@ -1017,12 +977,12 @@ impl Store for SqliteStore {
             }
             qb.push(")");
         }
-        removed += qb.build().execute(&self.writer).await.map_err(engine)?.rows_affected();
+        removed += qb.build().execute(&self.pool).await.map_err(engine)?.rows_affected();
         Ok(removed)
     }
 
     async fn put_devices(&self, devices: &[Device]) -> Result<()> {
-        let mut tx = self.writer.begin().await.map_err(engine)?;
+        let mut tx = self.pool.begin().await.map_err(engine)?;
         for chunk in devices.chunks(ROWS_PER_STATEMENT) {
             let bodies: Vec<String> = chunk
                 .iter()
@@ -1041,7 +1001,7 @@ impl Store for SqliteStore {
     async fn delete_device(&self, device_id: &str) -> Result<bool> {
         let r = sqlx::query("DELETE FROM devices WHERE device_id = ?")
             .bind(device_id)
-            .execute(&self.writer)
+            .execute(&self.pool)
             .await
             .map_err(engine)?;
         Ok(r.rows_affected() > 0)
@@ -1106,7 +1066,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_account(&self, name: &str) -> Result<bool> {
-        let mut tx = self.writer.begin().await.map_err(engine)?;
+        let mut tx = self.pool.begin().await.map_err(engine)?;
         sqlx::query("DELETE FROM sessions WHERE account = ?")
             .bind(name)
             .execute(&mut *tx)
@@ -1131,7 +1091,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_subscription(&self, id: &str) -> Result<bool> {
-        let mut tx = self.writer.begin().await.map_err(engine)?;
+        let mut tx = self.pool.begin().await.map_err(engine)?;
         sqlx::query("DELETE FROM pending_notifications WHERE subscription_id = ?")
             .bind(id)
             .execute(&mut *tx)
@@ -1148,7 +1108,7 @@ impl Store for SqliteStore {
     }
 
     async fn put_notifications(&self, notifications: &[PendingNotification]) -> Result<()> {
-        let mut tx = self.writer.begin().await.map_err(engine)?;
+        let mut tx = self.pool.begin().await.map_err(engine)?;
         insert_notifications(&mut tx, notifications).await?;
         tx.commit().await.map_err(engine)
     }
@@ -1189,7 +1149,7 @@ impl Store for SqliteStore {
         // One statement (one transaction) whatever the count: the list as JSON.
         sqlx::query("DELETE FROM pending_notifications WHERE seq IN (SELECT value FROM json_each(?))")
             .bind(json_array(seqs))
-            .execute(&self.writer)
+            .execute(&self.pool)
             .await
             .map_err(engine)?;
         Ok(())
@@ -1222,7 +1182,7 @@ impl Store for SqliteStore {
         .bind(command.issued_at.as_microsecond())
         .bind(command.state.is_open())
         .bind(body)
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await
         .map_err(engine)?;
         Ok(())
@@ -1255,7 +1215,7 @@ impl Store for SqliteStore {
     }
 
     async fn put_alarms(&self, alarms: &[Alarm]) -> Result<()> {
-        let mut tx = self.writer.begin().await.map_err(engine)?;
+        let mut tx = self.pool.begin().await.map_err(engine)?;
         for alarm in alarms {
             let body = serde_json::to_string(alarm).map_err(|e| corrupt(format!("alarm {}", alarm.id), e))?;
             sqlx::query(
@@ -1297,7 +1257,7 @@ impl Store for SqliteStore {
             .bind(record.saved_at.as_microsecond())
             .bind(record.retired)
             .bind(body)
-            .execute(&self.writer)
+            .execute(&self.pool)
             .await
             .map_err(engine)?;
         Ok(())
@@ -1345,7 +1305,7 @@ impl Store for SqliteStore {
         .bind(&session.account)
         .bind(micros(session.expires_at))
         .bind(body)
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await
         .map_err(engine)?;
         Ok(())
@@ -1364,7 +1324,7 @@ impl Store for SqliteStore {
     async fn delete_session(&self, token_hash: &str) -> Result<()> {
         sqlx::query("DELETE FROM sessions WHERE token_hash = ?")
             .bind(token_hash)
-            .execute(&self.writer)
+            .execute(&self.pool)
             .await
             .map_err(engine)?;
         Ok(())
@@ -1373,7 +1333,7 @@ impl Store for SqliteStore {
     async fn delete_sessions_of(&self, account: &str) -> Result<u64> {
         let r = sqlx::query("DELETE FROM sessions WHERE account = ?")
             .bind(account)
-            .execute(&self.writer)
+            .execute(&self.pool)
             .await
             .map_err(engine)?;
         Ok(r.rows_affected())
@@ -1382,7 +1342,7 @@ impl Store for SqliteStore {
     async fn prune_sessions(&self, now: Timestamp) -> Result<u64> {
         let r = sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
             .bind(micros(now))
-            .execute(&self.writer)
+            .execute(&self.pool)
             .await
             .map_err(engine)?;
         Ok(r.rows_affected())
@@ -1393,7 +1353,7 @@ impl Store for SqliteStore {
             return Ok(());
         }
         // IMMEDIATE: this transaction reads the head and then writes.
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(engine)?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(engine)?;
         insert_audit(&mut tx, records).await?;
         tx.commit().await.map_err(engine)
     }

@@ -63,6 +63,9 @@ impl Interned {
 /// Which entities a query starts from, before its filter.
 pub enum Candidates<'a> {
     All,
+    /// Every entity whose id sorts after this one: a page that follows
+    /// another starts with a seek, whatever its depth.
+    After(&'a EntityId),
     Ids(&'a [EntityId]),
     /// Entities whose location lies in this lon/lat rectangle.
     Area {
@@ -312,6 +315,14 @@ impl Twin {
         match candidates {
             Candidates::All => {
                 for e in state.entities.values() {
+                    if !visit(e) {
+                        break;
+                    }
+                }
+            }
+            Candidates::After(id) => {
+                let after = (std::ops::Bound::Excluded(id), std::ops::Bound::Unbounded);
+                for e in state.entities.range::<EntityId, _>(after).map(|(_, e)| e) {
                     if !visit(e) {
                         break;
                     }

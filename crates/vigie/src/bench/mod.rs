@@ -164,6 +164,38 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Pages through a query by following each page's `Link: rel="next"` (a
+/// seek to the previous page's last id): entities seen, whether they came
+/// in strictly increasing id order, and how long it took.
+async fn follow_next_links(
+    client: &reqwest::Client,
+    origin: &str,
+    first: &str,
+) -> anyhow::Result<(usize, bool, std::time::Duration)> {
+    let started = std::time::Instant::now();
+    let (mut seen, mut in_order, mut last) = (0usize, true, String::new());
+    let mut next = Some(first.to_owned());
+    while let Some(url) = next.take() {
+        let res = client.get(format!("{origin}{url}")).send().await?;
+        anyhow::ensure!(res.status().is_success(), "{url} answered {}", res.status());
+        next = res
+            .headers()
+            .get_all(reqwest::header::LINK)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.ends_with("rel=\"next\""))
+            .and_then(|v| Some(v[v.find('<')? + 1..v.find('>')?].to_owned()));
+        let page: Vec<serde_json::Value> = res.json().await?;
+        for e in &page {
+            let id = e["id"].as_str().unwrap_or_default();
+            in_order &= id > last.as_str();
+            last = id.to_owned();
+        }
+        seen += page.len();
+    }
+    Ok((seen, in_order, started.elapsed()))
+}
+
 /// A Vigie with its store under `data/name`, the embedded broker and HTTP on
 /// free localhost ports.
 async fn start_vigie(data: &Path, name: &str) -> anyhow::Result<Running> {

@@ -288,6 +288,22 @@ pub async fn queries(args: &BenchArgs, data: &Path, report: &mut Report) -> anyh
         ),
         "each entity exactly once",
     );
+    let origin = format!("http://{}", running.http_addr);
+    let first = "/ngsi-ld/v1/entities?type=Streetlight&attrs=status&options=keyValues&limit=1000";
+    let (seen, in_order, took) = super::follow_next_links(&client, &origin, first).await?;
+    report.add(
+        format!(
+            "Paging through {} entities by 1,000 (Link rel=\"next\", afterId): seen / in id order / time",
+            thousands(running.twin.len() as f64)
+        ),
+        format!(
+            "{} / {} / {:.1} s",
+            thousands(seen as f64),
+            if in_order { "yes" } else { "no" },
+            took.as_secs_f64()
+        ),
+        "each entity exactly once",
+    );
     running.shutdown().await;
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! share one query model and one executor.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::Response;
 use regex::Regex;
 use serde_json::{Value, json};
@@ -261,11 +261,14 @@ fn geo_from_body(g: &Value) -> Result<GeoQuery, ApiError> {
     })
 }
 
-/// `limit`, `offset` and `count`, bounded by the configuration.
+/// `limit`, `offset` and `count`, bounded by the configuration, and
+/// Vigie's `afterId`: the last id of the previous page, from which the page
+/// starts (in id order; `offset` is then ignored), as the `next` link gives it.
 pub(super) struct Paging {
     pub(super) limit: usize,
     pub(super) offset: usize,
     pub(super) count: bool,
+    pub(super) after: Option<EntityId>,
 }
 
 impl Paging {
@@ -284,10 +287,16 @@ impl Paging {
                 "limit=0 is only allowed with count=true".into(),
             ));
         }
+        let after = p.get("afterId").map(entity_id).transpose()?;
         Ok(Self {
             limit,
-            offset: p.usize("offset")?.unwrap_or(0),
+            offset: if after.is_some() {
+                0
+            } else {
+                p.usize("offset")?.unwrap_or(0)
+            },
             count,
+            after,
         })
     }
 }
@@ -297,13 +306,18 @@ pub(super) async fn get(
     State(s): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
+    uri: Uri,
     params: Params,
 ) -> Result<Response, ApiError> {
     caller.check(Action::ReadEntities)?;
     let paging = Paging::from_params(&s, &params)?;
     let rendering = Rendering::from_params(&params)?;
     let query = EntityQuery::from_params(&params, rendering.attrs.clone())?;
-    run(&s, &caller, &headers, &query, &paging, &rendering).await
+    let next = NextLink {
+        path: uri.path(),
+        params: &params,
+    };
+    run(&s, &caller, &headers, &query, &paging, &rendering, next).await
 }
 
 /// `POST /ngsi-ld/v1/entityOperations/query`: the query in the body, paging in the URL.
@@ -311,6 +325,7 @@ pub(super) async fn post(
     State(s): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
+    uri: Uri,
     params: Params,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
@@ -324,7 +339,37 @@ pub(super) async fn post(
     }
     let query = EntityQuery::from_body(&body, rendering.attrs.take())?;
     rendering.attrs.clone_from(&query.attrs);
-    run(&s, &caller, &headers, &query, &paging, &rendering).await
+    let next = NextLink {
+        path: uri.path(),
+        params: &params,
+    };
+    run(&s, &caller, &headers, &query, &paging, &rendering, next).await
+}
+
+/// Where the page after a full one is: the same request with `offset`
+/// moved on and `afterId` set to the page's last id, so following it costs
+/// a seek however deep the paging goes.
+struct NextLink<'a> {
+    path: &'a str,
+    params: &'a Params,
+}
+
+impl NextLink<'_> {
+    fn header(&self, paging: &Paging, last: &EntityId) -> Option<HeaderValue> {
+        let mut pairs: Vec<(&str, &str)> = self
+            .params
+            .0
+            .iter()
+            .filter(|(k, _)| k.as_str() != "offset" && k.as_str() != "afterId")
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        pairs.sort_unstable();
+        let offset = (paging.offset + paging.limit).to_string();
+        pairs.push(("offset", &offset));
+        pairs.push(("afterId", last.as_str()));
+        let query = serde_urlencoded::to_string(&pairs).ok()?;
+        HeaderValue::from_str(&format!("<{}?{query}>; rel=\"next\"", self.path)).ok()
+    }
 }
 
 /// The page of entities a query selects in a tenant, what the caller may
@@ -339,7 +384,10 @@ pub(super) async fn select(
     // Out-of-sight entities are filtered before paging and counting; sight
     // is checked last, so only entities the query matches pay for it.
     let sees_all = s.security.sees_everything(caller);
-    let filter = |e: &Entity| query.matches(e) && (sees_all || s.security.sees(caller, e.scope.as_ref()));
+    let after = paging.after.as_ref();
+    let filter = |e: &Entity| {
+        after.is_none_or(|a| e.id > *a) && query.matches(e) && (sees_all || s.security.sees(caller, e.scope.as_ref()))
+    };
     let ids = query.candidate_ids();
     // The spatial index holds `location`: a geo-query on it starts from the
     // entities in its bounding box rather than from every entity.
@@ -348,10 +396,11 @@ pub(super) async fn select(
         .as_ref()
         .filter(|g| g.geoproperty == "location")
         .and_then(GeoQuery::bounding_box);
-    let candidates = match (&ids, area) {
-        (Some(ids), _) => Candidates::Ids(ids),
-        (None, Some((min, max))) => Candidates::Area { min, max },
-        (None, None) => Candidates::All,
+    let candidates = match (&ids, area, after) {
+        (Some(ids), _, _) => Candidates::Ids(ids),
+        (None, Some((min, max)), _) => Candidates::Area { min, max },
+        (None, None, Some(after)) => Candidates::After(after),
+        (None, None, None) => Candidates::All,
     };
     let page = tenant
         .twin
@@ -380,6 +429,7 @@ async fn run(
     query: &EntityQuery,
     paging: &Paging,
     rendering: &Rendering,
+    next: NextLink<'_>,
 ) -> Result<Response, ApiError> {
     let tenant = s.tenants.for_read(headers).await?;
     let page = select(s, caller, &tenant, query, paging).await?;
@@ -388,5 +438,15 @@ async fn run(
     if let Some(total) = page.total {
         headers.insert("NGSILD-Results-Count", HeaderValue::from(total));
     }
-    Ok(linked_json(StatusCode::OK, body, headers))
+    // A full page may have a next one.
+    let next = page
+        .entities
+        .last()
+        .filter(|_| paging.limit > 0 && page.entities.len() == paging.limit)
+        .and_then(|last| next.header(paging, &last.id));
+    let mut res = linked_json(StatusCode::OK, body, headers);
+    if let Some(link) = next {
+        res.headers_mut().append(axum::http::header::LINK, link);
+    }
+    Ok(res)
 }
