@@ -120,57 +120,19 @@ async fn insert_notifications(
     Ok(())
 }
 
-/// Each audit record's seq and before/after bodies, as stored.
-type AuditRow = (i64, Option<String>, Option<String>);
-
-fn audit_rows(records: &[AuditRecord]) -> Result<Vec<AuditRow>> {
+/// Appends audit records after the trail's last one, refusing records that
+/// would not continue it (the chain has one writer; this is its guard, and
+/// the trigger `audit_continues` the database's).
+async fn insert_audit(tx: &mut sqlx::Transaction<'_, Sqlite>, records: &[AuditRecord]) -> Result<()> {
+    let Some(first) = records.first() else {
+        return Ok(());
+    };
     if let Some(w) = records.windows(2).find(|w| w[1].seq != w[0].seq + 1) {
         return Err(StoreError::AuditConflict(format!(
             "record {} follows record {}: the records to append are not contiguous",
             w[1].seq, w[0].seq
         )));
     }
-    records
-        .iter()
-        .map(|r| {
-            let json = |v: &Option<Value>| {
-                v.as_ref()
-                    .map(serde_json::to_string)
-                    .transpose()
-                    .map_err(|e| corrupt(format!("audit record {}", r.seq), e))
-            };
-            Ok((seq_param(r.seq)?, json(&r.event.before)?, json(&r.event.after)?))
-        })
-        .collect()
-}
-
-fn push_audit_values(qb: &mut QueryBuilder<Sqlite>, rows: &[(&AuditRecord, AuditRow)]) {
-    qb.push_values(rows, |mut row, (r, (seq, before, after))| {
-        let e = &r.event;
-        row.push_bind(*seq)
-            .push_bind(micros(e.at))
-            .push_bind(e.actor.clone())
-            .push_bind(e.role.map(|x| x.as_str()))
-            .push_bind(e.credential.clone())
-            .push_bind(e.source.clone())
-            .push_bind(e.action.clone())
-            .push_bind(e.target.clone())
-            .push_bind(e.outcome.as_str())
-            .push_bind(e.detail.clone())
-            .push_bind(before.clone())
-            .push_bind(after.clone())
-            .push_bind(r.prev_hash.clone())
-            .push_bind(r.hash.clone());
-    });
-}
-
-/// Appends audit records after the trail's last one, refusing records that
-/// would not continue it (the chain has one writer; this is its guard).
-async fn insert_audit(tx: &mut sqlx::Transaction<'_, Sqlite>, records: &[AuditRecord]) -> Result<()> {
-    let Some(first) = records.first() else {
-        return Ok(());
-    };
-    let rows = audit_rows(records)?;
     let last: Option<i64> = sqlx::query_scalar("SELECT max(seq) FROM audit")
         .fetch_one(&mut **tx)
         .await
@@ -182,14 +144,37 @@ async fn insert_audit(tx: &mut sqlx::Transaction<'_, Sqlite>, records: &[AuditRe
             first.seq
         )));
     }
-    for chunk in records
-        .iter()
-        .zip(rows)
-        .collect::<Vec<_>>()
-        .chunks(AUDIT_ROWS_PER_STATEMENT)
-    {
+    for chunk in records.chunks(AUDIT_ROWS_PER_STATEMENT) {
+        let rows = chunk
+            .iter()
+            .map(|r| {
+                let json = |v: &Option<Value>| {
+                    v.as_ref()
+                        .map(serde_json::to_string)
+                        .transpose()
+                        .map_err(|e| corrupt(format!("audit record {}", r.seq), e))
+                };
+                Ok((seq_param(r.seq)?, json(&r.event.before)?, json(&r.event.after)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let mut qb = QueryBuilder::<Sqlite>::new(format!("INSERT INTO audit ({AUDIT_COLUMNS}) "));
-        push_audit_values(&mut qb, chunk);
+        qb.push_values(chunk.iter().zip(rows), |mut row, (r, (seq, before, after))| {
+            let e = &r.event;
+            row.push_bind(seq)
+                .push_bind(micros(e.at))
+                .push_bind(e.actor.clone())
+                .push_bind(e.role.map(|x| x.as_str()))
+                .push_bind(e.credential.clone())
+                .push_bind(e.source.clone())
+                .push_bind(e.action.clone())
+                .push_bind(e.target.clone())
+                .push_bind(e.outcome.as_str())
+                .push_bind(e.detail.clone())
+                .push_bind(before)
+                .push_bind(after)
+                .push_bind(r.prev_hash.clone())
+                .push_bind(r.hash.clone());
+        });
         qb.build().execute(&mut **tx).await.map_err(engine)?;
     }
     Ok(())
@@ -795,11 +780,8 @@ impl Store for SqliteStore {
                 qb.push_bind(json_array(attributes))
                     .push(") a WHERE e.id IN (SELECT value FROM json_each(")
                     .push_bind(json_array(&ids))
-                    .push("))) SELECT min(lo), max(hi) FROM (SELECT ");
-                for (i, f) in ["min", "max"].into_iter().enumerate() {
-                    if i > 0 {
-                        qb.push(", ");
-                    }
+                    .push("))) SELECT min(min_at), max(max_at) FROM (SELECT ");
+                let bound = |qb: &mut QueryBuilder<Sqlite>, f: &str| {
                     qb.push(format!(
                         "(SELECT {f}(h.observed_at) FROM history h WHERE h.entity_key = s.k AND h.attribute = s.a"
                     ));
@@ -809,8 +791,11 @@ impl Store for SqliteStore {
                     if let Some(t) = selection.to {
                         qb.push(" AND h.observed_at < ").push_bind(micros(t));
                     }
-                    qb.push(if i == 0 { ") AS lo" } else { ") AS hi" });
-                }
+                    qb.push(format!(") AS {f}_at"));
+                };
+                bound(&mut qb, "min");
+                qb.push(", ");
+                bound(&mut qb, "max");
                 qb.push(" FROM s)");
                 qb
             }

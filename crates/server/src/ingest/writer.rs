@@ -414,12 +414,10 @@ impl Writer {
         batch: &mut WriteBatch,
         audit: Vec<AuditEvent>,
     ) -> Result<(), (StoreError, Vec<AuditEvent>)> {
-        let AuditTrail::InBatch(trail) = &self.audit else {
-            return self.store.write(batch).await.map_err(|e| (e, audit));
+        let trail = match &self.audit {
+            AuditTrail::InBatch(trail) if !audit.is_empty() => trail,
+            _ => return self.store.write(batch).await.map_err(|e| (e, audit)),
         };
-        if audit.is_empty() {
-            return self.store.write(batch).await.map_err(|e| (e, audit));
-        }
         trail
             .append_with(audit, async |records: &mut Vec<AuditRecord>| {
                 std::mem::swap(&mut batch.audit, records);

@@ -196,6 +196,16 @@ async fn follow_next_links(
     Ok((seen, in_order, started.elapsed()))
 }
 
+/// A paging figure: entities seen / whether in id order / time.
+fn paging_figure(seen: usize, in_order: bool, took: std::time::Duration) -> String {
+    format!(
+        "{} / {} / {:.1} s",
+        thousands(seen as f64),
+        if in_order { "yes" } else { "no" },
+        took.as_secs_f64()
+    )
+}
+
 /// A Vigie with its store under `data/name`, the embedded broker and HTTP on
 /// free localhost ports.
 async fn start_vigie(data: &Path, name: &str) -> anyhow::Result<Running> {

@@ -160,12 +160,7 @@ pub(super) async fn query(data: &Path, report: &mut Report) -> anyhow::Result<()
     }
     report.add(
         "Paging through 100,000 entities by 1,000: distinct entities seen / in id order / time",
-        format!(
-            "{} / {} / {:.1} s",
-            thousands(seen.len() as f64),
-            if in_order { "yes" } else { "no" },
-            started.elapsed().as_secs_f64()
-        ),
+        super::paging_figure(seen.len(), in_order, started.elapsed()),
         "100,000, each once",
     );
     let origin = format!("http://{}", running.http_addr);
@@ -173,12 +168,7 @@ pub(super) async fn query(data: &Path, report: &mut Report) -> anyhow::Result<()
     let (seen, in_order, took) = super::follow_next_links(&client, &origin, first).await?;
     report.add(
         "the same following Link rel=\"next\" (afterId): seen / in id order / time",
-        format!(
-            "{} / {} / {:.1} s",
-            thousands(seen as f64),
-            if in_order { "yes" } else { "no" },
-            took.as_secs_f64()
-        ),
+        super::paging_figure(seen, in_order, took),
         "100,000, each once",
     );
     let counted = format!("{page}&count=true");

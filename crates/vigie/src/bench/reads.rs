@@ -280,12 +280,7 @@ pub async fn queries(args: &BenchArgs, data: &Path, report: &mut Report) -> anyh
             "Paging through {} entities by 1,000 (limit/offset): seen / in id order / time",
             thousands(running.twin.len() as f64)
         ),
-        format!(
-            "{} / {} / {:.1} s",
-            thousands(seen as f64),
-            if in_order { "yes" } else { "no" },
-            started.elapsed().as_secs_f64()
-        ),
+        super::paging_figure(seen, in_order, started.elapsed()),
         "each entity exactly once",
     );
     let origin = format!("http://{}", running.http_addr);
@@ -296,12 +291,7 @@ pub async fn queries(args: &BenchArgs, data: &Path, report: &mut Report) -> anyh
             "Paging through {} entities by 1,000 (Link rel=\"next\", afterId): seen / in id order / time",
             thousands(running.twin.len() as f64)
         ),
-        format!(
-            "{} / {} / {:.1} s",
-            thousands(seen as f64),
-            if in_order { "yes" } else { "no" },
-            took.as_secs_f64()
-        ),
+        super::paging_figure(seen, in_order, took),
         "each entity exactly once",
     );
     running.shutdown().await;
