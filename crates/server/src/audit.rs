@@ -141,29 +141,85 @@ pub fn event(caller: &Caller, action: &str) -> AuditEvent {
 }
 
 /// The note by which the ingest writer records an entity write (create,
-/// change, delete, temporal write): the entity just before and just after
-/// it, or the error. The record is durable with the write, or the write fails.
+/// change, delete, temporal write): what the write changed, before and
+/// after it (see [`changed_parts`]), or the error. The record is durable
+/// with the write, or the write fails.
 pub fn entity_note(caller: &Caller, action: &str, id: &EntityId) -> AuditNote {
     let template = AuditEvent {
         target: Some(id.to_string()),
         ..event(caller, action)
     };
     Box::new(move |done: Audited<'_>| {
-        let json = |e: Option<&Entity>| e.and_then(|e| serde_json::to_value(e).ok());
+        let whole = |e: Option<&Entity>| e.and_then(|e| serde_json::to_value(e).ok());
         match done.result {
-            Ok(_) => AuditEvent {
-                before: json(done.before),
-                after: json(done.after),
-                ..template
-            },
+            Ok(_) => {
+                let (before, after) = match (done.before, done.after) {
+                    (Some(b), Some(a)) => {
+                        let (b, a) = changed_parts(b, a);
+                        (Some(b), Some(a))
+                    }
+                    (b, a) => (whole(b), whole(a)),
+                };
+                AuditEvent {
+                    before,
+                    after,
+                    ..template
+                }
+            }
             Err(e) => AuditEvent {
                 outcome: Outcome::Failed,
                 detail: Some(e.to_string()),
-                before: json(done.before),
+                before: whole(done.before),
                 ..template
             },
         }
     })
+}
+
+/// What a change to an existing entity touched, before and after it: `id`
+/// and `type`, then the scope and each attribute (all its instances) that
+/// differ, absent on the side where there is none. Why not the whole
+/// entity twice: a light's power reading is the busiest write a city makes,
+/// and its record is then a few hundred bytes instead of two copies of the light.
+pub fn changed_parts(before: &Entity, after: &Entity) -> (Value, Value) {
+    let mut b = serde_json::Map::new();
+    let mut a = serde_json::Map::new();
+    for (side, e) in [(&mut b, before), (&mut a, after)] {
+        side.insert("id".into(), Value::String(e.id.to_string()));
+        side.insert("type".into(), Value::String(e.entity_type.clone()));
+    }
+    if before.scope != after.scope {
+        for (side, e) in [(&mut b, before), (&mut a, after)] {
+            if let Some(scope) = &e.scope {
+                side.insert("scope".into(), Value::String(scope.to_ngsi()));
+            }
+        }
+    }
+    let instances = |e: &Entity, name: &str| -> Vec<Value> {
+        e.attributes
+            .instances(name)
+            .filter_map(|i| serde_json::to_value(i).ok())
+            .collect()
+    };
+    let names: std::collections::BTreeSet<&String> = before.attributes.keys().chain(after.attributes.keys()).collect();
+    for name in names {
+        if before.attributes.instances(name).eq(after.attributes.instances(name)) {
+            continue;
+        }
+        for (side, e) in [(&mut b, before), (&mut a, after)] {
+            let mut run = instances(e, name);
+            match run.len() {
+                0 => {}
+                1 => {
+                    side.insert(name.clone(), run.remove(0));
+                }
+                _ => {
+                    side.insert(name.clone(), Value::Array(run));
+                }
+            }
+        }
+    }
+    (Value::Object(b), Value::Object(a))
 }
 
 /// The note by which the ingest writer records a batch operation as one
@@ -692,4 +748,57 @@ pub async fn verify_trail(store: &dyn Store, anchor: Option<Head>) -> Result<Res
         }
     }
     Ok(v.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use vigie_core::{Attribute, Entity, EntityId, Scope};
+
+    use super::changed_parts;
+
+    fn light(scope: &str) -> Entity {
+        let id = EntityId::new("urn:ngsi-ld:Streetlight:dijon:000001").expect("an id");
+        Entity::new(id, "Streetlight", Some(Scope::from_ngsi(scope).expect("a scope")))
+            .with("powerState", Attribute::property("on"))
+            .with("name", Attribute::property("Lanterne 1"))
+    }
+
+    #[test]
+    fn a_change_keeps_what_differs_on_each_side() {
+        let before = light("/dijon/lighting").with("faulty", Attribute::property(true));
+        let mut after = light("/chenove/lighting").with("powerConsumption", Attribute::property(38.5));
+        after.attributes.insert("powerState".into(), Attribute::property("off"));
+        let (b, a) = changed_parts(&before, &after);
+        assert_eq!(b["id"], "urn:ngsi-ld:Streetlight:dijon:000001");
+        assert_eq!(a["type"], "Streetlight");
+        assert_eq!(
+            (&b["scope"], &a["scope"]),
+            (&json!("/dijon/lighting"), &json!("/chenove/lighting"))
+        );
+        assert_eq!(
+            (&b["powerState"]["value"], &a["powerState"]["value"]),
+            (&json!("on"), &json!("off"))
+        );
+        // Removed on one side, added on the other; the untouched name on neither.
+        assert_eq!((b.get("faulty").is_some(), a.get("faulty").is_some()), (true, false));
+        assert_eq!(
+            (
+                b.get("powerConsumption").is_some(),
+                a["powerConsumption"]["value"].clone()
+            ),
+            (false, json!(38.5))
+        );
+        assert!(b.get("name").is_none() && a.get("name").is_none());
+    }
+
+    #[test]
+    fn no_change_leaves_only_the_entity_named() {
+        let (b, a) = changed_parts(&light("/dijon/lighting"), &light("/dijon/lighting"));
+        assert_eq!(
+            b,
+            json!({"id": "urn:ngsi-ld:Streetlight:dijon:000001", "type": "Streetlight"})
+        );
+        assert_eq!(a, b);
+    }
 }

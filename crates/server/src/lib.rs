@@ -180,8 +180,9 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
             audit: ingest::AuditTrail::InBatch(Arc::clone(&audit)),
         };
         let (stop, done) = (stop.clone(), writer_done.clone());
+        let task = w.spawn(rx, stop).context("cannot start the writer's thread")?;
         tokio::spawn(async move {
-            w.run(rx, stop).await;
+            task.join().await;
             done.cancel();
         })
     };

@@ -14,14 +14,13 @@ use std::time::Duration;
 
 use axum::http::HeaderMap;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use vigie_store::Store;
 
 use crate::api::ApiError;
 use crate::audit::Audit;
 use crate::config::Config;
-use crate::ingest::{AuditTrail, IngestHandle, Writer};
+use crate::ingest::{AuditTrail, IngestHandle, Writer, WriterTask};
 use crate::metrics::Metrics;
 use crate::outbound::HttpClient;
 use crate::security::Security;
@@ -100,7 +99,7 @@ pub struct Tenants {
     audit: Arc<Audit>,
     stop: CancellationToken,
     /// Writers of the other tenants, awaited at shutdown.
-    writers: Mutex<Vec<JoinHandle<()>>>,
+    writers: Mutex<Vec<WriterTask>>,
 }
 
 impl Tenants {
@@ -229,7 +228,9 @@ impl Tenants {
             audit: AuditTrail::Apart(Arc::clone(&self.audit)),
         };
         let stop = self.stop.clone();
-        let task = tokio::spawn(async move { writer.run(rx, stop).await });
+        let task = writer
+            .spawn(rx, stop)
+            .map_err(|e| ApiError::Internal(format!("cannot start tenant '{name}''s writer: {e}")))?;
         self.writers.lock().unwrap_or_else(PoisonError::into_inner).push(task);
         tracing::info!(tenant = name, entities = tenant.twin.len(), "tenant opened");
         others.insert(name.to_owned(), Arc::clone(&tenant));
@@ -255,7 +256,7 @@ impl Tenants {
         self.others.lock().await.clear();
         let writers = std::mem::take(&mut *self.writers.lock().unwrap_or_else(PoisonError::into_inner));
         for w in writers {
-            let _ = w.await;
+            w.join().await;
         }
     }
 }

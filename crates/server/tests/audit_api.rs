@@ -17,7 +17,8 @@ fn light(n: u32) -> Value {
         "id": format!("urn:ngsi-ld:Streetlight:dijon:{n:06}"),
         "type": "Streetlight",
         "scope": "/dijon/lighting",
-        "powerState": {"type": "Property", "value": "on"}
+        "powerState": {"type": "Property", "value": "on"},
+        "name": {"type": "Property", "value": format!("Lanterne {n}")}
     })
 }
 
@@ -91,6 +92,17 @@ async fn writes_are_audited_and_auditors_query_export_and_verify() {
     assert_eq!(update["outcome"], "ok");
     assert_eq!(update["before"]["powerState"]["value"], "on");
     assert_eq!(update["after"]["powerState"]["value"], "off");
+    // A change is recorded as what it touched, not the whole entity twice.
+    for side in ["before", "after"] {
+        assert_eq!(
+            (&update[side]["id"], &update[side]["type"]),
+            (&json!(id), &json!("Streetlight"))
+        );
+        assert!(
+            update[side].get("name").is_none(),
+            "unchanged attributes left out: {update}"
+        );
+    }
     let batch = &all[3];
     assert_eq!(batch["after"]["updated"], json!([id]));
     assert_eq!(

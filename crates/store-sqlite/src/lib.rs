@@ -6,7 +6,9 @@ pub mod baseline;
 use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -98,7 +100,53 @@ impl BodyTable {
 }
 
 pub struct SqliteStore {
+    /// Readers, and the rare writes outside the ingest path.
     pool: SqlitePool,
+    /// The one connection the writer's batches go through. Why one: SQLite
+    /// drops a connection's whole page cache when another connection wrote
+    /// since its last transaction, so batches spread over the pool read
+    /// their pages again from the file each time.
+    writes: SqlitePool,
+    checkpoints: Checkpoints,
+}
+
+/// Copies the write-ahead log back into the database file from a reader's
+/// connection, at most every [`Checkpoints::EVERY`], so that the writer's
+/// commits never do it (SQLite's automatic checkpoint runs inside the
+/// commit that crosses its threshold). One at a time, each a short task:
+/// nothing outlives the store's connections.
+struct Checkpoints {
+    last: Mutex<Instant>,
+    running: Arc<AtomicBool>,
+}
+
+impl Checkpoints {
+    const EVERY: Duration = Duration::from_millis(250);
+
+    fn new() -> Self {
+        Self {
+            last: Mutex::new(Instant::now()),
+            running: Arc::default(),
+        }
+    }
+
+    /// Starts a checkpoint on `pool` if one is due and none is running.
+    fn after_commit(&self, pool: &SqlitePool) {
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        if last.elapsed() < Self::EVERY || self.running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        *last = Instant::now();
+        let (pool, running) = (pool.clone(), Arc::clone(&self.running));
+        tokio::spawn(async move {
+            // PASSIVE: never waits for readers or the writer; what it cannot
+            // copy now, a later one copies.
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+                tracing::debug!(error = %e, "checkpoint skipped");
+            }
+            running.store(false, Ordering::Release);
+        });
+    }
 }
 
 async fn insert_notifications(
@@ -499,14 +547,27 @@ impl SqliteStore {
             })
             .busy_timeout(Duration::from_secs(10))
             .pragma("cache_size", "-65536") // 64 MiB page cache per connection
+            .pragma("mmap_size", "1073741824") // pages read in place, not copied
             .pragma("temp_store", "memory")
             .foreign_keys(false);
+        let cannot_open = |e| StoreError::Engine(format!("cannot open {}: {e}", path.display()));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
-            .map_err(|e| StoreError::Engine(format!("cannot open {}: {e}", path.display())))?;
-        Ok(Self { pool })
+            .map_err(cannot_open)?;
+        // The automatic checkpoint is only a backstop for when the
+        // background one falls behind (16 MiB of log rather than 4).
+        let writes = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.pragma("wal_autocheckpoint", "4000"))
+            .await
+            .map_err(cannot_open)?;
+        Ok(Self {
+            pool,
+            writes,
+            checkpoints: Checkpoints::new(),
+        })
     }
 
     /// Opens from a URL: `sqlite://PATH` or `sqlite:PATH`.
@@ -530,6 +591,7 @@ impl SqliteStore {
 
     /// Closes every connection, after which the file can be copied or reopened.
     pub async fn close(&self) {
+        self.writes.close().await;
         self.pool.close().await;
     }
 }
@@ -548,7 +610,7 @@ impl Store for SqliteStore {
             return Ok(());
         }
         // IMMEDIATE: the audit guard reads the trail's end before writing.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(engine)?;
+        let mut tx = self.writes.begin_with("BEGIN IMMEDIATE").await.map_err(engine)?;
         let mut keys: HashMap<&str, i64> = HashMap::with_capacity(batch.upserts.len());
 
         for chunk in batch.upserts.chunks(ROWS_PER_STATEMENT) {
@@ -648,7 +710,9 @@ impl Store for SqliteStore {
         insert_notifications(&mut tx, &batch.notifications).await?;
         // The trigger `audit_continues` (migration 0009) guards this too.
         insert_audit(&mut tx, &batch.audit).await?;
-        tx.commit().await.map_err(engine)
+        tx.commit().await.map_err(engine)?;
+        self.checkpoints.after_commit(&self.pool);
+        Ok(())
     }
 
     async fn entities_page(&self, after: Option<&EntityId>, limit: usize) -> Result<Vec<Entity>> {
@@ -1134,7 +1198,7 @@ impl Store for SqliteStore {
         // One statement (one transaction) whatever the count: the list as JSON.
         sqlx::query("DELETE FROM pending_notifications WHERE seq IN (SELECT value FROM json_each(?))")
             .bind(json_array(seqs))
-            .execute(&self.pool)
+            .execute(&self.writes)
             .await
             .map_err(engine)?;
         Ok(())

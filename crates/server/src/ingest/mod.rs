@@ -16,5 +16,5 @@ pub mod writer;
 pub use registry::DeviceRegistry;
 pub use writer::{
     Acknowledge, AuditNote, AuditTrail, Audited, BatchKind, Change, ChangeObserver, Edit, Edited, IngestHandle, Work,
-    WriteError, WriteOp, WriteOutcome, Writer,
+    WriteError, WriteOp, WriteOutcome, Writer, WriterTask,
 };

@@ -318,7 +318,36 @@ struct Prepared {
     refused: u64,
 }
 
+/// A writer running on its own thread; [`WriterTask::join`] waits for it to
+/// drain and stop.
+pub struct WriterTask {
+    done: oneshot::Receiver<()>,
+}
+
+impl WriterTask {
+    pub async fn join(self) {
+        // An error means the thread ended without saying so: stopped all the same.
+        let _ = self.done.await;
+    }
+}
+
 impl Writer {
+    /// Starts the writer on a thread of its own, with a runtime of its own.
+    /// Why: every write in Vigie waits on this one loop, and a commit is
+    /// several round trips to SQLite's thread; in the shared runtime each
+    /// wake-up queued behind hundreds of HTTP and MQTT tasks. On its own
+    /// thread it waits only on SQLite and gets its share of the cores
+    /// whatever the number of connections.
+    pub fn spawn(self, rx: mpsc::Receiver<Work>, stop: CancellationToken) -> std::io::Result<WriterTask> {
+        let (finished, done) = oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        std::thread::Builder::new().name("vigie-writer".into()).spawn(move || {
+            runtime.block_on(self.run(rx, stop));
+            let _ = finished.send(());
+        })?;
+        Ok(WriterTask { done })
+    }
+
     /// Runs until the queue is closed and drained. When `stop` fires while the
     /// store is failing, gives up on the pending batch (unacknowledged MQTT
     /// messages are redelivered by the broker later).
