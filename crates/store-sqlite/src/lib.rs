@@ -108,6 +108,8 @@ pub struct SqliteStore {
     /// their pages again from the file each time.
     writes: SqlitePool,
     checkpoints: Checkpoints,
+    /// Reader connections one long read may use at once: the cores.
+    parallel_reads: usize,
 }
 
 /// Copies the write-ahead log back into the database file from a reader's
@@ -418,6 +420,93 @@ fn push_selection(qb: &mut QueryBuilder<Sqlite>, s: &HistorySelection, from: Opt
 }
 
 /// Reads the JSON array a statistics subquery returns: `[count, ...]`.
+/// A temporal aggregate's SQL, for one run of consecutive periods.
+struct AggregateQuery<'a> {
+    ids: &'a [&'a str],
+    /// `None`: every attribute the entities have history for.
+    attributes: Option<&'a [String]>,
+    from: i64,
+    to: i64,
+    distinct: bool,
+    squares: bool,
+}
+
+impl AggregateQuery<'_> {
+    /// The query for the periods between `bounds` (microseconds), the first
+    /// of them numbered `first`. Rows: entity id, attribute, period number,
+    /// then the numeric and the other statistics as JSON arrays.
+    fn build(&self, bounds: &[i64], first: usize) -> QueryBuilder<Sqlite> {
+        // Series (entity key, id, attribute), then one subquery per series and
+        // period: each an index range scan, no sort of the points. Periods of
+        // any length (months included) are given by their bounds.
+        let mut qb = QueryBuilder::<Sqlite>::new("WITH RECURSIVE p(i, lo, hi) AS (SELECT CAST(key AS INTEGER) + ");
+        qb.push_bind(i64::try_from(first).unwrap_or(i64::MAX))
+            .push(", value, lead(value) OVER (ORDER BY key) FROM json_each(");
+        qb.push_bind(json_array(bounds)).push(")), ");
+        match self.attributes {
+            Some(attributes) => {
+                qb.push("s(k, id, a) AS (SELECT e.key, e.id, a.value FROM entities e, json_each(")
+                    .push_bind(json_array(attributes))
+                    .push(") a WHERE e.id IN (SELECT value FROM json_each(")
+                    .push_bind(json_array(self.ids))
+                    .push(")))");
+            }
+            // Every attribute: a loose index scan, one seek per attribute.
+            None => {
+                qb.push(
+                    "s0(k, id, a) AS (SELECT e.key, e.id, (SELECT min(attribute) FROM history WHERE entity_key = e.key) \
+                     FROM entities e WHERE e.id IN (SELECT value FROM json_each(",
+                )
+                .push_bind(json_array(self.ids))
+                .push(
+                    ")) UNION ALL SELECT k, id, (SELECT min(attribute) FROM history WHERE entity_key = s0.k AND attribute > s0.a) \
+                     FROM s0 WHERE s0.a IS NOT NULL), s(k, id, a) AS (SELECT k, id, a FROM s0 WHERE a IS NOT NULL)",
+                );
+            }
+        }
+        // Whether a series has any non-numeric point in the range (one seek
+        // in the partial index): most have none, and skip those subqueries.
+        qb.push(
+            ", t(k, id, a, o) AS (SELECT k, id, a, EXISTS (SELECT 1 FROM history INDEXED BY history_non_numeric \
+             WHERE entity_key = s.k AND attribute = s.a AND num IS NULL AND observed_at >= ",
+        )
+        .push_bind(self.from)
+        .push(" AND observed_at < ")
+        .push_bind(self.to)
+        .push(") FROM s)");
+        let range = |qb: &mut QueryBuilder<Sqlite>| {
+            qb.push(" WHERE h.entity_key = t.k AND h.attribute = t.a AND h.observed_at >= max(p.lo, ")
+                .push_bind(self.from)
+                .push(") AND h.observed_at < min(p.hi, ")
+                .push_bind(self.to)
+                .push(")");
+        };
+        // Materialized: flattened, the filter below would run every subquery twice.
+        qb.push(format!(
+            ", r AS MATERIALIZED (SELECT t.id, t.a, p.i, \
+             (SELECT json_array(count(num), sum(num), {}, min(num), max(num){}) FROM history h",
+            if self.squares { "sum(num * num)" } else { "0" },
+            if self.distinct { ", count(DISTINCT num)" } else { "" }
+        ));
+        range(&mut qb);
+        qb.push(format!(
+            ") AS numbers, CASE WHEN t.o THEN (SELECT json_array(count(*), count(b), sum(b), min(b), max(b), count(sz), \
+             sum(sz), min(sz), max(sz), min(txt), max(txt){}) FROM (SELECT txt, json, \
+             CASE json WHEN 'true' THEN 1.0 WHEN 'false' THEN 0.0 END AS b, \
+             CASE WHEN json LIKE '[%' THEN CAST(json_array_length(json) AS REAL) END AS sz \
+             FROM history h INDEXED BY history_non_numeric",
+            if self.distinct { ", count(DISTINCT txt) + count(DISTINCT json)" } else { "" }
+        ));
+        range(&mut qb);
+        qb.push(
+            " AND h.num IS NULL)) ELSE '[0]' END AS others FROM t, p WHERE p.hi IS NOT NULL) \
+             SELECT id, a, i, numbers, others FROM r WHERE numbers NOT LIKE '[0,%' OR (others NOT LIKE '[0,%' AND others <> '[0]') \
+             ORDER BY id, a, i",
+        );
+        qb
+    }
+}
+
 struct StatsArray(Vec<Value>);
 
 impl StatsArray {
@@ -551,8 +640,9 @@ impl SqliteStore {
             .pragma("temp_store", "memory")
             .foreign_keys(false);
         let cannot_open = |e| StoreError::Engine(format!("cannot open {}: {e}", path.display()));
+        let parallel_reads = std::thread::available_parallelism().map_or(1, usize::from);
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(u32::try_from(parallel_reads).unwrap_or(u32::MAX).max(4))
             .connect_with(options.clone())
             .await
             .map_err(cannot_open)?;
@@ -567,6 +657,7 @@ impl SqliteStore {
             pool,
             writes,
             checkpoints: Checkpoints::new(),
+            parallel_reads,
         })
     }
 
@@ -892,91 +983,43 @@ impl Store for SqliteStore {
         }
         let ids: Vec<&str> = selection.entity_ids.iter().map(EntityId::as_str).collect();
         let bounds: Vec<i64> = periods.boundaries().iter().map(|t| micros(*t)).collect();
-        let from = micros(selection.from.map_or(start, |t| t.max(start)));
-        let to = micros(selection.to.map_or(end, |t| t.min(end)));
-        let distinct = methods.contains(&AggrMethod::DistinctCount);
-
-        // Series (entity key, id, attribute), then one subquery per series and
-        // period: each an index range scan, no sort of the points. Periods of
-        // any length (months included) are given by their bounds.
-        let mut qb = QueryBuilder::<Sqlite>::new(
-            "WITH RECURSIVE p(i, lo, hi) AS (SELECT CAST(key AS INTEGER), value, lead(value) OVER (ORDER BY key) FROM json_each(",
-        );
-        qb.push_bind(json_array(&bounds)).push(")), ");
-        match &selection.attributes {
-            Some(attributes) => {
-                qb.push("s(k, id, a) AS (SELECT e.key, e.id, a.value FROM entities e, json_each(")
-                    .push_bind(json_array(attributes))
-                    .push(") a WHERE e.id IN (SELECT value FROM json_each(")
-                    .push_bind(json_array(&ids))
-                    .push(")))");
-            }
-            // Every attribute: a loose index scan, one seek per attribute.
-            None => {
-                qb.push(
-                    "s0(k, id, a) AS (SELECT e.key, e.id, (SELECT min(attribute) FROM history WHERE entity_key = e.key) \
-                     FROM entities e WHERE e.id IN (SELECT value FROM json_each(",
-                )
-                .push_bind(json_array(&ids))
-                .push(
-                    ")) UNION ALL SELECT k, id, (SELECT min(attribute) FROM history WHERE entity_key = s0.k AND attribute > s0.a) \
-                     FROM s0 WHERE s0.a IS NOT NULL), s(k, id, a) AS (SELECT k, id, a FROM s0 WHERE a IS NOT NULL)",
-                );
-            }
-        }
-        // Whether a series has any non-numeric point in the range (one seek
-        // in the partial index): most have none, and skip those subqueries.
-        qb.push(
-            ", t(k, id, a, o) AS (SELECT k, id, a, EXISTS (SELECT 1 FROM history INDEXED BY history_non_numeric \
-             WHERE entity_key = s.k AND attribute = s.a AND num IS NULL AND observed_at >= ",
-        )
-        .push_bind(from)
-        .push(" AND observed_at < ")
-        .push_bind(to)
-        .push(") FROM s)");
-        let range = |qb: &mut QueryBuilder<Sqlite>| {
-            qb.push(" WHERE h.entity_key = t.k AND h.attribute = t.a AND h.observed_at >= max(p.lo, ")
-                .push_bind(from)
-                .push(") AND h.observed_at < min(p.hi, ")
-                .push_bind(to)
-                .push(")");
+        let query = AggregateQuery {
+            ids: &ids,
+            attributes: selection.attributes.as_deref(),
+            from: micros(selection.from.map_or(start, |t| t.max(start))),
+            to: micros(selection.to.map_or(end, |t| t.min(end))),
+            distinct: methods.contains(&AggrMethod::DistinctCount),
+            // Each aggregate costs per point: the sum of squares only when asked.
+            squares: methods
+                .iter()
+                .any(|m| matches!(m, AggrMethod::Stddev | AggrMethod::Sumsq)),
         };
-        // Each aggregate costs per point: the sum of squares only when asked.
-        let squares = methods
-            .iter()
-            .any(|m| matches!(m, AggrMethod::Stddev | AggrMethod::Sumsq));
-        // Materialized: flattened, the filter below would run every subquery twice.
-        qb.push(format!(
-            ", r AS MATERIALIZED (SELECT t.id, t.a, p.i, \
-             (SELECT json_array(count(num), sum(num), {}, min(num), max(num){}) FROM history h",
-            if squares { "sum(num * num)" } else { "0" },
-            if distinct { ", count(DISTINCT num)" } else { "" }
-        ));
-        range(&mut qb);
-        qb.push(format!(
-            ") AS numbers, CASE WHEN t.o THEN (SELECT json_array(count(*), count(b), sum(b), min(b), max(b), count(sz), \
-             sum(sz), min(sz), max(sz), min(txt), max(txt){}) FROM (SELECT txt, json, \
-             CASE json WHEN 'true' THEN 1.0 WHEN 'false' THEN 0.0 END AS b, \
-             CASE WHEN json LIKE '[%' THEN CAST(json_array_length(json) AS REAL) END AS sz \
-             FROM history h INDEXED BY history_non_numeric",
-            if distinct { ", count(DISTINCT txt) + count(DISTINCT json)" } else { "" }
-        ));
-        range(&mut qb);
-        qb.push(
-            " AND h.num IS NULL)) ELSE '[0]' END AS others FROM t, p WHERE p.hi IS NOT NULL) \
-             SELECT id, a, i, numbers, others FROM r WHERE numbers NOT LIKE '[0,%' OR (others NOT LIKE '[0,%' AND others <> '[0]') \
-             ORDER BY id, a, i",
-        );
-        let rows = qb.build().fetch_all(&self.pool).await.map_err(engine)?;
+        // The periods split over reader connections, each on its own thread:
+        // a long aggregate takes every core the machine has free.
+        let parts = periods.len().clamp(1, self.parallel_reads);
+        let per_part = periods.len().div_ceil(parts);
+        let answers = futures::future::try_join_all((0..periods.len()).step_by(per_part.max(1)).map(|first| {
+            let last = (first + per_part).min(periods.len());
+            let mut qb = query.build(&bounds[first..=last], first);
+            async move { qb.build().fetch_all(&self.pool).await }
+        }))
+        .await
+        .map_err(engine)?;
 
-        let mut out: Vec<EntityAggregate> = Vec::new();
-        for r in &rows {
-            let id: String = r.try_get(0).map_err(engine)?;
-            let attribute: String = r.try_get(1).map_err(engine)?;
+        let mut rows = Vec::new();
+        for r in answers.iter().flatten() {
             let period = usize::try_from(r.try_get::<i64, _>(2).map_err(engine)?)
                 .ok()
                 .filter(|p| *p < periods.len())
                 .ok_or_else(|| corrupt("history aggregate", "a period index out of range"))?;
+            let id: String = r.try_get(0).map_err(engine)?;
+            let attribute: String = r.try_get(1).map_err(engine)?;
+            rows.push((id, attribute, period, r));
+        }
+        // Each part is in (entity, attribute, period) order; together they are not.
+        rows.sort_unstable_by(|a, b| (&a.0, &a.1, a.2).cmp(&(&b.0, &b.1, b.2)));
+        let mut out: Vec<EntityAggregate> = Vec::new();
+        for (id, attribute, period, r) in rows {
             let numbers = StatsArray::parse(r.try_get(3).map_err(engine)?)?;
             let others = StatsArray::parse(r.try_get(4).map_err(engine)?)?;
             if out.last().is_none_or(|e| e.entity_id.as_str() != id) {
@@ -989,7 +1032,7 @@ impl Store for SqliteStore {
             if entity.attributes.last().is_none_or(|a| a.name != attribute) {
                 // Periods without a point were left out: they count nothing.
                 let empty = PeriodStats {
-                    distinct_count: distinct.then_some(0),
+                    distinct_count: query.distinct.then_some(0),
                     ..PeriodStats::default()
                 };
                 entity.attributes.push(AttributeAggregate {
@@ -998,7 +1041,7 @@ impl Store for SqliteStore {
                 });
             }
             if let Some(slot) = entity.attributes.last_mut().and_then(|a| a.periods.get_mut(period)) {
-                *slot = period_stats(&numbers, &others, distinct);
+                *slot = period_stats(&numbers, &others, query.distinct);
             }
         }
         Ok(out)
