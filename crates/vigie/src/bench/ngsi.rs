@@ -50,7 +50,9 @@ pub(super) async fn patches(
     durability: &str,
 ) -> anyhow::Result<()> {
     println!("\n[ngsi] single-attribute PATCH, store.durability = {durability}…");
-    let running = super::start_vigie_with(data, "ngsi-patch", |c| c.store.durability = durability.into()).await?;
+    // A directory per setting: the previous run's connections may still be closing.
+    let dir = format!("ngsi-patch-{durability}");
+    let running = super::start_vigie_with(data, &dir, |c| c.store.durability = durability.into()).await?;
     let lights = 10_000;
     load_lights(&running, lights).await?;
     let client = authorized_client(&running, args.connections, None).await?;

@@ -1075,3 +1075,40 @@ fn mqtt_notifications_are_wrapped_in_metadata_and_body() {
     assert_eq!(m.payload["metadata"]["X-City"], "dijon");
     assert!(m.payload["metadata"]["Link"].as_str().unwrap().contains(CORE_CONTEXT));
 }
+
+#[test]
+fn id_patterns_answer_as_the_regex_engine_does() {
+    let ids = [
+        "urn:ngsi-ld:Streetlight:dijon:000142",
+        "urn:ngsi-ld:Streetlight:chenove:000042",
+        "urn:ngsi-ld:TrafficLight:dijon:42",
+        "42",
+        "urn:ngsi-ld:Streetlight:dijon:0001.42",
+        "urn:ngsi-ld:Streetlight:dijon:x$",
+    ];
+    let patterns = [
+        "42$",
+        "^urn:ngsi-ld:Streetlight:",
+        "^urn:ngsi-ld:Streetlight:dijon:000142$",
+        "dijon",
+        ".*dijon.*",
+        "^42$",
+        "^urn:ngsi-ld:Streetlight:.*",
+        "urn:ngsi-ld:Streetlight:dijon:.*42",
+        "1.42",
+        "1\\.42$",
+        "x\\$",
+        "x$",
+        "\\d{2}$",
+        "(?i)STREETLIGHT",
+        "^$|42",
+        ".*",
+    ];
+    for source in patterns {
+        let pattern = IdPattern::new(source).expect("a valid pattern");
+        let regex = regex::Regex::new(source).expect("a valid regex");
+        for id in ids {
+            assert_eq!(pattern.is_match(id), regex.is_match(id), "{source} on {id}");
+        }
+    }
+}
