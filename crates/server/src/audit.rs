@@ -181,7 +181,7 @@ pub fn entity_note(caller: &Caller, action: &str, id: &EntityId) -> AuditNote {
 /// differ, absent on the side where there is none. Why not the whole
 /// entity twice: a light's power reading is the busiest write a city makes,
 /// and its record is then a few hundred bytes instead of two copies of the light.
-pub fn changed_parts(before: &Entity, after: &Entity) -> (Value, Value) {
+fn changed_parts(before: &Entity, after: &Entity) -> (Value, Value) {
     let mut b = serde_json::Map::new();
     let mut a = serde_json::Map::new();
     for (side, e) in [(&mut b, before), (&mut a, after)] {

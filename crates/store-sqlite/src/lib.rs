@@ -419,7 +419,6 @@ fn push_selection(qb: &mut QueryBuilder<Sqlite>, s: &HistorySelection, from: Opt
     }
 }
 
-/// Reads the JSON array a statistics subquery returns: `[count, ...]`.
 /// A temporal aggregate's SQL, for one run of consecutive periods.
 struct AggregateQuery<'a> {
     ids: &'a [&'a str],
@@ -507,6 +506,7 @@ impl AggregateQuery<'_> {
     }
 }
 
+/// Reads the JSON array a statistics subquery returns: `[count, ...]`.
 struct StatsArray(Vec<Value>);
 
 impl StatsArray {
