@@ -3,7 +3,6 @@
 
 pub mod baseline;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +28,9 @@ use vigie_store::{
 /// Rows per multi-row INSERT: large enough to amortise statement overhead,
 /// small enough to stay far below SQLite's bound-parameter limit.
 const ROWS_PER_STATEMENT: usize = 256;
+
+mod committer;
+use committer::{Committer, Rows};
 
 /// How hard SQLite syncs to disk at each commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,11 +104,11 @@ impl BodyTable {
 pub struct SqliteStore {
     /// Readers, and the rare writes outside the ingest path.
     pool: SqlitePool,
-    /// The one connection the writer's batches go through. Why one: SQLite
+    /// The one connection every write goes through. Why one: SQLite
     /// drops a connection's whole page cache when another connection wrote
     /// since its last transaction, so batches spread over the pool read
     /// their pages again from the file each time.
-    writes: SqlitePool,
+    committer: Committer,
     checkpoints: Checkpoints,
     /// Reader connections one long read may use at once: the cores.
     parallel_reads: usize,
@@ -149,85 +151,6 @@ impl Checkpoints {
             running.store(false, Ordering::Release);
         });
     }
-}
-
-async fn insert_notifications(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    notifications: &[PendingNotification],
-) -> Result<()> {
-    for chunk in notifications.chunks(ROWS_PER_STATEMENT) {
-        let data: Vec<String> = chunk.iter().map(|n| n.data.to_string()).collect();
-        let mut qb =
-            QueryBuilder::<Sqlite>::new("INSERT INTO pending_notifications (seq, subscription_id, created_at, data) ");
-        qb.push_values(chunk.iter().zip(&data), |mut row, (n, data)| {
-            row.push_bind(n.seq as i64)
-                .push_bind(n.subscription_id.as_str())
-                .push_bind(micros(n.created_at))
-                .push_bind(data.as_str());
-        });
-        qb.build().execute(&mut **tx).await.map_err(engine)?;
-    }
-    Ok(())
-}
-
-/// Appends audit records after the trail's last one, refusing records that
-/// would not continue it (the chain has one writer; this is its guard, and
-/// the trigger `audit_continues` the database's).
-async fn insert_audit(tx: &mut sqlx::Transaction<'_, Sqlite>, records: &[AuditRecord]) -> Result<()> {
-    let Some(first) = records.first() else {
-        return Ok(());
-    };
-    if let Some(w) = records.windows(2).find(|w| w[1].seq != w[0].seq + 1) {
-        return Err(StoreError::AuditConflict(format!(
-            "record {} follows record {}: the records to append are not contiguous",
-            w[1].seq, w[0].seq
-        )));
-    }
-    let last: Option<i64> = sqlx::query_scalar("SELECT max(seq) FROM audit")
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(engine)?;
-    let last = last.unwrap_or(0);
-    if seq_param(first.seq)? != last + 1 {
-        return Err(StoreError::AuditConflict(format!(
-            "the trail ends at record {last}; cannot append record {}",
-            first.seq
-        )));
-    }
-    for chunk in records.chunks(AUDIT_ROWS_PER_STATEMENT) {
-        let rows = chunk
-            .iter()
-            .map(|r| {
-                let json = |v: &Option<Value>| {
-                    v.as_ref()
-                        .map(serde_json::to_string)
-                        .transpose()
-                        .map_err(|e| corrupt(format!("audit record {}", r.seq), e))
-                };
-                Ok((seq_param(r.seq)?, json(&r.event.before)?, json(&r.event.after)?))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let mut qb = QueryBuilder::<Sqlite>::new(format!("INSERT INTO audit ({AUDIT_COLUMNS}) "));
-        qb.push_values(chunk.iter().zip(rows), |mut row, (r, (seq, before, after))| {
-            let e = &r.event;
-            row.push_bind(seq)
-                .push_bind(micros(e.at))
-                .push_bind(e.actor.clone())
-                .push_bind(e.role.map(|x| x.as_str()))
-                .push_bind(e.credential.clone())
-                .push_bind(e.source.clone())
-                .push_bind(e.action.clone())
-                .push_bind(e.target.clone())
-                .push_bind(e.outcome.as_str())
-                .push_bind(e.detail.clone())
-                .push_bind(before)
-                .push_bind(after)
-                .push_bind(r.prev_hash.clone())
-                .push_bind(r.hash.clone());
-        });
-        qb.build().execute(&mut **tx).await.map_err(engine)?;
-    }
-    Ok(())
 }
 
 fn engine(e: sqlx::Error) -> StoreError {
@@ -291,9 +214,6 @@ fn value_from_columns(num: Option<f64>, txt: Option<String>, json: Option<String
         _ => Err(corrupt("history value", "no column holds the value")),
     }
 }
-
-/// Rows per audit INSERT (14 columns each).
-const AUDIT_ROWS_PER_STATEMENT: usize = 128;
 
 /// The audit columns, in the order [`audit_row`] reads them.
 macro_rules! audit_columns {
@@ -646,16 +566,10 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await
             .map_err(cannot_open)?;
-        // The automatic checkpoint is only a backstop for when the
-        // background one falls behind (16 MiB of log rather than 4).
-        let writes = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.pragma("wal_autocheckpoint", "4000"))
-            .await
-            .map_err(cannot_open)?;
+        let committer = Committer::open(path, durability)?;
         Ok(Self {
             pool,
-            writes,
+            committer,
             checkpoints: Checkpoints::new(),
             parallel_reads,
         })
@@ -682,7 +596,7 @@ impl SqliteStore {
 
     /// Closes every connection, after which the file can be copied or reopened.
     pub async fn close(&self) {
-        self.writes.close().await;
+        self.committer.close().await;
         self.pool.close().await;
     }
 }
@@ -700,108 +614,7 @@ impl Store for SqliteStore {
         if batch.is_empty() {
             return Ok(());
         }
-        // IMMEDIATE: the audit guard reads the trail's end before writing.
-        let mut tx = self.writes.begin_with("BEGIN IMMEDIATE").await.map_err(engine)?;
-        let mut keys: HashMap<&str, i64> = HashMap::with_capacity(batch.upserts.len());
-
-        for chunk in batch.upserts.chunks(ROWS_PER_STATEMENT) {
-            let bodies: Vec<String> = chunk
-                .iter()
-                .map(|e| serde_json::to_string(e).map_err(|err| corrupt(e.id.as_str(), err)))
-                .collect::<Result<_>>()?;
-            let mut qb = QueryBuilder::<Sqlite>::new("INSERT INTO entities (id, type, scope, body, modified_at) ");
-            qb.push_values(chunk.iter().zip(&bodies), |mut row, (e, body)| {
-                row.push_bind(e.id.as_str())
-                    .push_bind(e.entity_type.as_str())
-                    .push_bind(e.scope.as_ref().map(|s| s.to_ngsi()))
-                    .push_bind(body.as_str())
-                    .push_bind(e.modified_at.map(micros));
-            });
-            qb.push(
-                " ON CONFLICT (id) DO UPDATE SET type = excluded.type, scope = excluded.scope, \
-                 body = excluded.body, modified_at = excluded.modified_at RETURNING key, id",
-            );
-            let rows = qb.build().fetch_all(&mut *tx).await.map_err(engine)?;
-            for row in rows {
-                let key: i64 = row.try_get(0).map_err(engine)?;
-                let id: String = row.try_get(1).map_err(engine)?;
-                if let Some(e) = chunk.iter().find(|e| e.id.as_str() == id) {
-                    keys.insert(e.id.as_str(), key);
-                }
-            }
-        }
-
-        for id in &batch.deletes {
-            // An entity's history goes with it: its key may be given again.
-            sqlx::query("DELETE FROM history WHERE entity_key = (SELECT key FROM entities WHERE id = ?)")
-                .bind(id.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(engine)?;
-            sqlx::query("DELETE FROM entities WHERE id = ?")
-                .bind(id.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(engine)?;
-        }
-
-        // History of an entity not upserted in this batch: look its key up once.
-        for p in &batch.history {
-            if !keys.contains_key(p.entity_id.as_str()) {
-                let key: Option<i64> = sqlx::query_scalar("SELECT key FROM entities WHERE id = ?")
-                    .bind(p.entity_id.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(engine)?;
-                match key {
-                    Some(k) => {
-                        keys.insert(p.entity_id.as_str(), k);
-                    }
-                    None => tracing::warn!(entity = %p.entity_id, "history point for an unknown entity dropped"),
-                }
-            }
-        }
-        let known: Vec<&HistoryPoint> = batch
-            .history
-            .iter()
-            .filter(|p| keys.contains_key(p.entity_id.as_str()))
-            .collect();
-        for chunk in known.chunks(ROWS_PER_STATEMENT) {
-            let mut qb = QueryBuilder::<Sqlite>::new(
-                "INSERT OR REPLACE INTO history (entity_key, attribute, observed_at, num, txt, json, unit_code) ",
-            );
-            qb.push_values(chunk, |mut row, p| {
-                let (num, txt, json) = value_columns(&p.value);
-                row.push_bind(keys.get(p.entity_id.as_str()).copied())
-                    .push_bind(p.attribute.as_str())
-                    .push_bind(micros(p.observed_at))
-                    .push_bind(num)
-                    .push_bind(txt)
-                    .push_bind(json)
-                    .push_bind(p.unit_code.as_deref());
-            });
-            qb.build().execute(&mut *tx).await.map_err(engine)?;
-        }
-
-        for chunk in batch.dead_letters.chunks(ROWS_PER_STATEMENT) {
-            let mut qb = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO dead_letters (received_at, source, topic, reason, detail, payload) ",
-            );
-            qb.push_values(chunk, |mut row, d| {
-                row.push_bind(micros(d.received_at))
-                    .push_bind(d.source.as_str())
-                    .push_bind(d.topic.as_str())
-                    .push_bind(d.reason.as_str())
-                    .push_bind(d.detail.as_str())
-                    .push_bind(d.payload.as_slice());
-            });
-            qb.build().execute(&mut *tx).await.map_err(engine)?;
-        }
-
-        insert_notifications(&mut tx, &batch.notifications).await?;
-        // The trigger `audit_continues` (migration 0009) guards this too.
-        insert_audit(&mut tx, &batch.audit).await?;
-        tx.commit().await.map_err(engine)?;
+        self.committer.commit(Rows::of_batch(batch)?).await?;
         self.checkpoints.after_commit(&self.pool);
         Ok(())
     }
@@ -1200,9 +1013,7 @@ impl Store for SqliteStore {
     }
 
     async fn put_notifications(&self, notifications: &[PendingNotification]) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(engine)?;
-        insert_notifications(&mut tx, notifications).await?;
-        tx.commit().await.map_err(engine)
+        self.committer.commit(Rows::of_notifications(notifications)?).await
     }
 
     async fn pending_notifications(
@@ -1235,16 +1046,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_notifications(&self, seqs: &[u64]) -> Result<()> {
-        if seqs.is_empty() {
-            return Ok(());
-        }
-        // One statement (one transaction) whatever the count: the list as JSON.
-        sqlx::query("DELETE FROM pending_notifications WHERE seq IN (SELECT value FROM json_each(?))")
-            .bind(json_array(seqs))
-            .execute(&self.writes)
-            .await
-            .map_err(engine)?;
-        Ok(())
+        self.committer.commit(Rows::of_delivered(seqs)?).await
     }
 
     async fn last_notification_seq(&self) -> Result<u64> {
@@ -1441,13 +1243,7 @@ impl Store for SqliteStore {
     }
 
     async fn audit_append(&self, records: &[AuditRecord]) -> Result<()> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        // IMMEDIATE: this transaction reads the head and then writes.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(engine)?;
-        insert_audit(&mut tx, records).await?;
-        tx.commit().await.map_err(engine)
+        self.committer.commit(Rows::of_audit(records)?).await
     }
 
     async fn audit_head(&self) -> Result<Option<AuditRecord>> {

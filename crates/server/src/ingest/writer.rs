@@ -260,17 +260,30 @@ pub trait ChangeObserver: Send + Sync {
 /// An entity's state before a batch and now (`None`: absent or deleted).
 type BeforeAndNow = (Option<Arc<Entity>>, Option<Arc<Entity>>);
 
-/// Entities touched by a batch. Reads fall through to the twin.
+/// The states a batch handed to the store will have once it is durable:
+/// the next batch builds on them while the store commits.
+type InFlight = HashMap<EntityId, Option<Arc<Entity>>>;
+
+/// Entities touched by a batch. Reads fall through to the batch in flight,
+/// then to the twin.
 struct WorkingSet<'a> {
     twin: &'a Twin,
-    touched: HashMap<EntityId, BeforeAndNow>,
+    in_flight: &'a InFlight,
+    touched: &'a mut HashMap<EntityId, BeforeAndNow>,
 }
 
 impl WorkingSet<'_> {
+    fn base(&self, id: &EntityId) -> Option<Arc<Entity>> {
+        match self.in_flight.get(id) {
+            Some(state) => state.clone(),
+            None => self.twin.get(id.as_str()),
+        }
+    }
+
     fn get(&self, id: &EntityId) -> Option<Arc<Entity>> {
         match self.touched.get(id) {
             Some((_, now)) => now.clone(),
-            None => self.twin.get(id.as_str()),
+            None => self.base(id),
         }
     }
 
@@ -278,7 +291,7 @@ impl WorkingSet<'_> {
         match self.touched.get_mut(&id) {
             Some((_, now)) => *now = state,
             None => {
-                let before = self.twin.get(id.as_str());
+                let before = self.base(&id);
                 self.touched.insert(id, (before, state));
             }
         }
@@ -306,8 +319,12 @@ fn history_of(entity: &Entity, names: impl Iterator<Item = String>, now: Timesta
 /// Where an HTTP write's outcome goes.
 type Reply = oneshot::Sender<Result<WriteOutcome, WriteError>>;
 
-/// What one batch produced, ready to commit.
+/// A batch: what its items did, and once sealed, what to commit.
+#[derive(Default)]
 struct Prepared {
+    /// Items applied so far.
+    items: usize,
+    touched: HashMap<EntityId, BeforeAndNow>,
     batch: WriteBatch,
     changes: Vec<Change>,
     replies: Vec<(Reply, Result<WriteOutcome, WriteError>)>,
@@ -316,6 +333,57 @@ struct Prepared {
     acks: Vec<Box<dyn Acknowledge>>,
     mqtt_messages: u64,
     refused: u64,
+}
+
+impl Prepared {
+    /// Tells the batch's HTTP writers it failed; its MQTT messages stay
+    /// unacknowledged, for the broker to deliver again.
+    fn abandon(self, why: &str) {
+        for (reply, _) in self.replies {
+            let _ = reply.send(Err(WriteError::Unavailable(why.to_owned())));
+        }
+    }
+}
+
+/// When the next batch goes to the store. Why wait at all: the writers of
+/// the batch just committed send their next writes a fraction of a
+/// millisecond after their answers; committing at once would leave them for
+/// the batch after, and under steady load the writers would split into
+/// groups taking turns, each commit (an fsync, mostly) serving only part of
+/// them. So when the open batch is smaller than the last one, it waits for
+/// the stragglers, at most half the last commit's time.
+#[derive(Default)]
+struct Gathering {
+    /// Items of the last batch sent to the store.
+    last_items: usize,
+    /// When the last batch was sent to the store.
+    started: Option<tokio::time::Instant>,
+    /// Until when the open batch waits for more items.
+    until: Option<tokio::time::Instant>,
+}
+
+impl Gathering {
+    /// The longest wait for stragglers.
+    const MAX_WAIT: Duration = Duration::from_millis(2);
+
+    fn ready(&self, open_items: usize) -> bool {
+        self.until.is_none() || open_items >= self.last_items
+    }
+
+    fn started(&mut self, items: usize) {
+        self.last_items = items;
+        self.started = Some(tokio::time::Instant::now());
+        self.until = None;
+    }
+
+    fn finished(&mut self, open_items: usize) {
+        if open_items < self.last_items
+            && let Some(started) = self.started
+        {
+            let wait = (started.elapsed() / 2).min(Self::MAX_WAIT);
+            self.until = Some(tokio::time::Instant::now() + wait);
+        }
+    }
 }
 
 /// A writer running on its own thread; [`WriterTask::join`] waits for it to
@@ -349,26 +417,65 @@ impl Writer {
     }
 
     /// Runs until the queue is closed and drained. When `stop` fires while the
-    /// store is failing, gives up on the pending batch (unacknowledged MQTT
+    /// store is failing, gives up on the pending batches (unacknowledged MQTT
     /// messages are redelivered by the broker later).
+    ///
+    /// Group commit: while the store commits one batch, the items arriving
+    /// are applied to the next one, on top of the states the first will
+    /// have; the next batch goes to the store as soon as it is free. The
+    /// store is never idle while work waits, and batches grow with the load
+    /// instead of the commits multiplying.
     pub async fn run(self, mut rx: mpsc::Receiver<Work>, stop: CancellationToken) {
         let mut items = Vec::with_capacity(self.batch_max);
+        let mut open = Prepared::default();
+        let mut in_flight = InFlight::new();
+        let mut committing: Option<std::pin::Pin<Box<dyn Future<Output = bool> + '_>>> = None;
+        let mut gathering = Gathering::default();
+        let mut closed = false;
         loop {
-            items.clear();
-            if rx.recv_many(&mut items, self.batch_max).await == 0 {
+            if committing.is_none() && open.items > 0 && (closed || gathering.ready(open.items)) {
+                let batch = self.seal(std::mem::take(&mut open), Timestamp::now());
+                in_flight = batch.changes.iter().map(|c| (c.id.clone(), c.after.clone())).collect();
+                gathering.started(batch.items);
+                committing = Some(Box::pin(self.process(batch, &stop)));
+            }
+            if closed && committing.is_none() {
                 break;
             }
-            self.metrics
-                .queue_depth
-                .store(rx.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            self.process(std::mem::take(&mut items), &stop).await;
+            let room = self.batch_max.saturating_sub(open.items);
+            let until = gathering.until.unwrap_or_else(tokio::time::Instant::now);
+            tokio::select! {
+                biased;
+                committed = async { committing.as_mut().expect("guarded by the branch's condition").await },
+                    if committing.is_some() =>
+                {
+                    committing = None;
+                    in_flight.clear();
+                    gathering.finished(open.items);
+                    if !committed {
+                        // The open batch was built on states that never became durable.
+                        std::mem::take(&mut open).abandon("Vigie is stopping and the store cannot commit writes");
+                    }
+                }
+                received = rx.recv_many(&mut items, room), if !closed && room > 0 => {
+                    if received == 0 {
+                        closed = true;
+                    } else {
+                        self.metrics.queue_depth.store(rx.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        self.apply(&mut open, items.drain(..), &in_flight, Timestamp::now());
+                    }
+                }
+                () = tokio::time::sleep_until(until), if committing.is_none() && gathering.until.is_some() => {
+                    gathering.until = None;
+                }
+            }
         }
         tracing::info!("ingest writer drained and stopped");
     }
 
-    async fn process(&self, items: Vec<Work>, stop: &CancellationToken) {
-        let now = Timestamp::now();
-        let mut prepared = self.prepare(items, now);
+    /// Commits a sealed batch, then publishes it. Returns false when it gave
+    /// up on the batch (the store failing as Vigie stops).
+    async fn process(&self, mut prepared: Prepared, stop: &CancellationToken) -> bool {
         let audit = std::mem::take(&mut prepared.audit);
         // Records go with the batch when the trail is in the same store,
         // else after it.
@@ -400,7 +507,7 @@ impl Writer {
                             messages = prepared.acks.len(),
                             "giving up on a batch at shutdown: its messages stay unacknowledged for redelivery"
                         );
-                        return;
+                        return false;
                     }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -434,6 +541,7 @@ impl Writer {
         inc(&m.mqtt_messages, prepared.mqtt_messages);
         inc(&m.dead_letters, prepared.refused);
         inc(&m.batches, 1);
+        true
     }
 
     /// Commits a batch, with its audit records when the trail is in the
@@ -458,21 +566,15 @@ impl Writer {
             .map(|_| ())
     }
 
-    fn prepare(&self, items: Vec<Work>, now: Timestamp) -> Prepared {
+    /// Applies items to the open batch `p`, on top of the batch in flight.
+    fn apply(&self, p: &mut Prepared, items: impl Iterator<Item = Work>, in_flight: &InFlight, now: Timestamp) {
         let mut ws = WorkingSet {
             twin: &self.twin,
-            touched: HashMap::new(),
-        };
-        let mut p = Prepared {
-            batch: WriteBatch::default(),
-            changes: Vec::new(),
-            replies: Vec::new(),
-            audit: Vec::new(),
-            acks: Vec::new(),
-            mqtt_messages: 0,
-            refused: 0,
+            in_flight,
+            touched: &mut p.touched,
         };
         for item in items {
+            p.items += 1;
             match item {
                 Work::Telemetry {
                     device,
@@ -506,7 +608,12 @@ impl Writer {
                 }
             }
         }
-        for (id, (before, after)) in ws.touched {
+    }
+
+    /// Turns the touched entities into the batch's changes and rows, and
+    /// lets the observers add theirs.
+    fn seal(&self, mut p: Prepared, now: Timestamp) -> Prepared {
+        for (id, (before, after)) in std::mem::take(&mut p.touched) {
             // Deleting an entity created in the same batch changes nothing.
             if before.is_none() && after.is_none() {
                 continue;
@@ -759,5 +866,30 @@ fn commit_edit(
         Ok(WriteOutcome::Done)
     } else {
         Ok(WriteOutcome::Partial { updated, not_updated })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_batch_smaller_than_the_last_waits_briefly_for_its_stragglers() {
+        let mut g = Gathering::default();
+        assert!(g.ready(1), "nothing sent yet: no reason to wait");
+
+        g.started(32);
+        tokio::time::sleep(Duration::from_millis(6)).await;
+        g.finished(5);
+        assert!(!g.ready(5), "5 writers back of the last 32: wait for the others");
+        assert!(g.ready(32), "as many as the last batch: no more to wait for");
+        let until = g.until.expect("a deadline");
+        let longest = tokio::time::Instant::now() + Gathering::MAX_WAIT;
+        assert!(until <= longest, "never longer than {:?}", Gathering::MAX_WAIT);
+
+        g.started(5);
+        g.finished(40);
+        assert!(g.until.is_none(), "more waiting than the last batch: go at once");
+        assert!(g.ready(40));
     }
 }

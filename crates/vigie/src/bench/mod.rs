@@ -8,6 +8,7 @@ mod alarms;
 mod auth;
 mod console;
 mod ingest;
+mod load;
 mod ngsi;
 mod reads;
 
@@ -267,8 +268,7 @@ async fn authorized_client(
     connections: usize,
     access: Option<(vigie_core::Role, vigie_core::ScopeGrant)>,
 ) -> anyhow::Result<reqwest::Client> {
-    let (role, grant) = access.unwrap_or((vigie_core::Role::Administrator, vigie_core::ScopeGrant::everywhere()));
-    let token = running.issue_service_token("vigie bench", role, grant).await?;
+    let token = service_token(running, access).await?;
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(
         reqwest::header::AUTHORIZATION,
@@ -278,6 +278,15 @@ async fn authorized_client(
         .pool_max_idle_per_host(connections.max(1))
         .default_headers(headers)
         .build()?)
+}
+
+/// A bearer token for the bench's requests (an administrator's everywhere by default).
+async fn service_token(
+    running: &Running,
+    access: Option<(vigie_core::Role, vigie_core::ScopeGrant)>,
+) -> anyhow::Result<String> {
+    let (role, grant) = access.unwrap_or((vigie_core::Role::Administrator, vigie_core::ScopeGrant::everywhere()));
+    running.issue_service_token("vigie bench", role, grant).await
 }
 
 async fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -55,33 +55,22 @@ pub(super) async fn patches(
     let running = super::start_vigie_with(data, &dir, |c| c.store.durability = durability.into()).await?;
     let lights = 10_000;
     load_lights(&running, lights).await?;
-    let client = authorized_client(&running, args.connections, None).await?;
-    let base = format!("http://{}/ngsi-ld/v1/entities", running.http_addr);
-    let done = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
+    let token = super::service_token(&running, None).await?;
+    let host = running.http_addr;
     let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for c in 0..args.connections.max(1) {
-        let (client, base, done, failed, stop) = (
-            client.clone(),
-            base.clone(),
-            Arc::clone(&done),
-            Arc::clone(&failed),
-            Arc::clone(&stop),
-        );
-        tasks.push(tokio::spawn(async move {
-            let mut n = c * 7_919;
-            while !stop.load(Ordering::Relaxed) {
-                n = (n + 104_729) % lights;
-                let url = format!("{base}/urn:ngsi-ld:Streetlight:dijon:{n:07}/attrs/powerConsumption");
-                let ok = matches!(
-                    client.patch(&url).json(&json!({"value": (n % 70) as f64})).send().await,
-                    Ok(r) if r.status().as_u16() == 204
-                );
-                if ok { &done } else { &failed }.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
-    }
+    let (tally, tasks) = super::load::closed_loop(
+        host,
+        args.connections,
+        204,
+        move |c, i| {
+            let n = (c * 7_919 + i as usize * 104_729) % lights;
+            let path = format!("/ngsi-ld/v1/entities/urn:ngsi-ld:Streetlight:dijon:{n:07}/attrs/powerConsumption");
+            let body = format!(r#"{{"value":{}}}"#, (n % 70) as f64);
+            super::load::json_request("PATCH", host, &path, &token, &body)
+        },
+        Arc::clone(&stop),
+    );
+    let done = &tally.expected;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut per_second = Vec::new();
     let mut last = done.load(Ordering::Relaxed);
@@ -104,7 +93,7 @@ pub(super) async fn patches(
         format!("{} /s", thousands(quantile(&per_second, 0.5))),
         "≥ 20,000 /s",
     );
-    let failures = failed.load(Ordering::Relaxed);
+    let failures = tally.unexpected.load(Ordering::Relaxed);
     if failures > 0 {
         report.note(format!("PATCH: {failures} requests failed"));
     }
