@@ -261,8 +261,10 @@ impl Committer {
             .name("vigie-sqlite-commit".into())
             .spawn(move || {
                 let mut conn = conn;
-                for job in queue {
-                    let _ = job.done.send(transact(&mut conn, &job.rows));
+                while let Ok(first) = queue.recv() {
+                    let mut jobs = vec![first];
+                    jobs.extend(queue.try_iter().take(MAX_MERGED - 1));
+                    commit_jobs(&mut conn, jobs);
                 }
                 if let Err((_, e)) = conn.close() {
                     tracing::warn!(error = %e, "closing the write connection");
@@ -304,19 +306,45 @@ impl Committer {
     }
 }
 
+/// Most queued jobs one transaction takes.
+const MAX_MERGED: usize = 64;
+
+/// Jobs queued together commit in one transaction, in their order: one log
+/// write and one sync instead of several (the writer's batch, the outbox's
+/// deletions and an audit append often meet here). If that transaction
+/// fails, each job is tried alone, so that a bad one fails only itself.
+fn commit_jobs(conn: &mut Connection, jobs: Vec<Job>) {
+    if jobs.len() > 1 {
+        match transact(conn, jobs.iter().map(|j| &j.rows)) {
+            Ok(()) => {
+                for job in jobs {
+                    let _ = job.done.send(Ok(()));
+                }
+                return;
+            }
+            Err(e) => tracing::debug!(jobs = jobs.len(), error = %e, "merged transaction failed; each job alone"),
+        }
+    }
+    for job in jobs {
+        let _ = job.done.send(transact(conn, std::iter::once(&job.rows)));
+    }
+}
+
 fn engine(e: rusqlite::Error) -> StoreError {
     StoreError::Engine(e.to_string())
 }
 
-/// Runs one transaction; IMMEDIATE because the audit guard reads the
-/// trail's end before writing.
-fn transact(conn: &mut Connection, rows: &Rows) -> Result<()> {
+/// Writes `all` in one transaction; IMMEDIATE because the audit guard
+/// reads the trail's end before writing.
+fn transact<'a>(conn: &mut Connection, all: impl Iterator<Item = &'a Rows>) -> Result<()> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(engine)?;
-    write_entities(&tx, rows)?;
-    write_outbox(&tx, rows)?;
-    write_audit(&tx, &rows.audit)?;
+    for rows in all {
+        write_entities(&tx, rows)?;
+        write_outbox(&tx, rows)?;
+        write_audit(&tx, &rows.audit)?;
+    }
     tx.commit().map_err(engine)
 }
 

@@ -144,3 +144,69 @@ async fn entity_writes_and_their_audit_records_commit_together() {
     assert_eq!(store.count_entities().await.expect("count"), 2);
     assert_eq!(store.audit_head().await.expect("head").map(|r| r.seq), Some(2));
 }
+
+#[tokio::test]
+async fn writes_queued_together_commit_together_and_a_refused_one_fails_alone() {
+    use std::sync::Arc;
+
+    use vigie_core::audit::{AuditEvent, AuditRecord, Head, Outcome};
+    use vigie_core::{Entity, EntityId};
+    use vigie_store::{Store, StoreError, WriteBatch};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(&dir.path().join("vigie.db"), Durability::Full)
+        .await
+        .expect("open");
+    store.migrate().await.expect("migrate");
+    let light = |n: u32| {
+        Arc::new(Entity::new(
+            EntityId::new(format!("urn:ngsi-ld:Streetlight:{n}")).expect("id"),
+            "Streetlight",
+            None,
+        ))
+    };
+    // A record that does not start the trail (seq 5 on an empty trail).
+    let mut stray = AuditRecord::seal(
+        &Head::genesis(),
+        AuditEvent {
+            at: jiff::Timestamp::now(),
+            actor: "ann".into(),
+            role: None,
+            credential: "api-key".into(),
+            source: None,
+            action: "entity.create".into(),
+            target: Some("urn:ngsi-ld:Streetlight:0".into()),
+            outcome: Outcome::Ok,
+            detail: None,
+            before: None,
+            after: None,
+        },
+    );
+    stray.seq = 5;
+    let batches: Vec<WriteBatch> = (0..40)
+        .map(|n| WriteBatch {
+            upserts: vec![light(n)],
+            audit: if n == 17 { vec![stray.clone()] } else { Vec::new() },
+            ..Default::default()
+        })
+        .collect();
+    // All sent at once: the write connection takes them as they queue.
+    let results = futures::future::join_all(batches.iter().map(|b| store.write(b))).await;
+    for (n, result) in results.iter().enumerate() {
+        if n == 17 {
+            assert!(matches!(result, Err(StoreError::AuditConflict(_))), "{result:?}");
+        } else {
+            assert!(result.is_ok(), "batch {n}: {result:?}");
+        }
+    }
+    let ids: Vec<String> = store
+        .entities_page(None, 100)
+        .await
+        .expect("page")
+        .into_iter()
+        .map(|e| e.id.as_str().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 39, "every batch but the refused one: {ids:?}");
+    assert!(!ids.contains(&"urn:ngsi-ld:Streetlight:17".to_owned()));
+    assert_eq!(store.audit_head().await.expect("head"), None);
+}

@@ -3,6 +3,8 @@
 //! store (every HTTP write and MQTT reading is an instance), bounded and
 //! paged with 206 + `Content-Range`.
 
+use std::collections::HashMap;
+
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -91,14 +93,11 @@ async fn history(
                 .history_aggregate(&selection, &periods, &aggregation.methods)
                 .await
                 .map_err(internal)?;
+            let by_id: HashMap<&EntityId, _> = aggregates.iter().map(|a| (&a.entity_id, &a.attributes)).collect();
             let out = entities
                 .iter()
                 .map(|e| {
-                    let attributes = aggregates
-                        .iter()
-                        .find(|a| a.entity_id == e.id)
-                        .map(|a| a.attributes.as_slice())
-                        .unwrap_or_default();
+                    let attributes = by_id.get(&e.id).map(|a| a.as_slice()).unwrap_or_default();
                     render_aggregated(e, attributes, &periods, &aggregation.methods, q.last_n)
                 })
                 .collect();
@@ -110,14 +109,10 @@ async fn history(
                 .history_range(&selection, q.last_n, s.config.api.max_page_size.max(1))
                 .await
                 .map_err(internal)?;
+            let by_id: HashMap<&EntityId, _> = range.entities.iter().map(|h| (&h.entity_id, &h.attributes)).collect();
             let mut out = Vec::with_capacity(entities.len());
             for e in entities {
-                let attributes = range
-                    .entities
-                    .iter()
-                    .find(|h| h.entity_id == e.id)
-                    .map(|h| h.attributes.as_slice())
-                    .unwrap_or_default();
+                let attributes = by_id.get(&e.id).map(|a| a.as_slice()).unwrap_or_default();
                 out.push(render_instances(e, attributes, values));
             }
             Ok((out, range.truncation))
