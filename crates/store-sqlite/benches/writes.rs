@@ -1,4 +1,4 @@
-//! The writer's commit in SQLite: a batch of 16 changed lights (each body
+//! The writer's commit in SQLite: a batch of 500 changed lights (each body
 //! rewritten and one history point added), as a busy NGSI-LD PATCH load or
 //! MQTT telemetry gives it, on a store of 10,000 lights.
 //! `cargo bench -p vigie-store-sqlite --bench writes`.
