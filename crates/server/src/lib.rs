@@ -325,7 +325,7 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
         stop.clone(),
     ));
     let contexts = Arc::new(contexts::Contexts::from_config(&config.ngsi_ld)?);
-    let state = AppState {
+    let state = AppState::new(api::Services {
         contexts,
         tenants: Arc::clone(&tenants),
         config: Arc::clone(&config),
@@ -342,7 +342,7 @@ pub async fn start(config: Config, http: TcpListener, extra: axum::Router) -> an
         alarms,
         rulebook,
         stop: stop.clone(),
-    };
+    });
     let http_addr = http.local_addr()?;
     let app = api::hardening::harden(api::router(state, extra), tls.is_some(), &config.http);
     let acceptor = tls.map(|(cert, acceptor)| {

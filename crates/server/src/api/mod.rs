@@ -34,9 +34,28 @@ use crate::ingest::{DeviceRegistry, IngestHandle};
 use crate::metrics::Metrics;
 use crate::twin::Twin;
 
-/// What every handler can reach.
+/// What every handler can reach. Each middleware layer and extractor clones
+/// it for every request: one reference count, rather than one per service
+/// (and a lock for the cancellation token), is what a clone costs.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    pub fn new(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The services behind [`AppState`].
+pub struct Services {
     /// NGSI-LD tenants; the default one is also `twin`, `ingest` and `store`.
     pub tenants: Arc<crate::tenants::Tenants>,
     pub config: Arc<Config>,
