@@ -446,8 +446,12 @@ impl Writer {
             let until = gathering.until.unwrap_or_else(tokio::time::Instant::now);
             tokio::select! {
                 biased;
-                committed = async { committing.as_mut().expect("guarded by the branch's condition").await },
-                    if committing.is_some() =>
+                committed = async {
+                    match committing.as_mut() {
+                        Some(commit) => commit.await,
+                        None => std::future::pending().await,
+                    }
+                }, if committing.is_some() =>
                 {
                     committing = None;
                     in_flight.clear();
