@@ -1,6 +1,48 @@
 //! The shared storage test story against a real SQLite file.
 
+use std::sync::Arc;
+
+use vigie_core::audit::{AuditEvent, AuditRecord, Head, Outcome};
+use vigie_core::{Entity, EntityId};
+use vigie_store::Store;
 use vigie_store_sqlite::{Durability, SqliteStore};
+
+/// A store in `dir`, its schema made.
+async fn migrated(dir: &tempfile::TempDir) -> SqliteStore {
+    let store = SqliteStore::open(&dir.path().join("vigie.db"), Durability::Full)
+        .await
+        .expect("open");
+    store.migrate().await.expect("migrate");
+    store
+}
+
+fn light(n: u32) -> Arc<Entity> {
+    Arc::new(Entity::new(
+        EntityId::new(format!("urn:ngsi-ld:Streetlight:{n}")).expect("id"),
+        "Streetlight",
+        None,
+    ))
+}
+
+/// The audit record of light `n`'s creation, after `head`.
+fn created(head: &Head, n: u32, credential: &str) -> AuditRecord {
+    AuditRecord::seal(
+        head,
+        AuditEvent {
+            at: jiff::Timestamp::now(),
+            actor: "ann".into(),
+            role: None,
+            credential: credential.into(),
+            source: None,
+            action: "entity.create".into(),
+            target: Some(format!("urn:ngsi-ld:Streetlight:{n}")),
+            outcome: Outcome::Ok,
+            detail: None,
+            before: None,
+            after: Some(serde_json::json!({"n": n})),
+        },
+    )
+}
 
 #[tokio::test]
 async fn sqlite_engine_passes_the_storage_test_story() {
@@ -22,29 +64,10 @@ async fn unsupported_urls_are_named() {
 
 #[tokio::test]
 async fn the_audit_table_refuses_updates_and_deletes() {
-    use vigie_core::audit::{AuditEvent, AuditRecord, Head, Outcome};
-    use vigie_store::Store;
-
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("vigie.db");
-    let store = SqliteStore::open(&path, Durability::Full).await.expect("open");
-    store.migrate().await.expect("migrate");
-    let record = AuditRecord::seal(
-        &Head::genesis(),
-        AuditEvent {
-            at: jiff::Timestamp::now(),
-            actor: "ann".into(),
-            role: None,
-            credential: "session".into(),
-            source: None,
-            action: "entity.create".into(),
-            target: Some("urn:x:1".into()),
-            outcome: Outcome::Ok,
-            detail: None,
-            before: None,
-            after: Some(serde_json::json!({"a": 1})),
-        },
-    );
+    let store = migrated(&dir).await;
+    let record = created(&Head::genesis(), 1, "session");
     store.audit_append(&[record]).await.expect("append");
     store.close().await;
 
@@ -59,42 +82,11 @@ async fn the_audit_table_refuses_updates_and_deletes() {
 
 #[tokio::test]
 async fn entity_writes_and_their_audit_records_commit_together() {
-    use std::sync::Arc;
-
-    use vigie_core::audit::{AuditEvent, AuditRecord, Head, Outcome};
-    use vigie_core::{Entity, EntityId};
-    use vigie_store::{HistoryPoint, Store, StoreError, WriteBatch};
+    use vigie_store::{HistoryPoint, StoreError, WriteBatch};
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteStore::open(&dir.path().join("vigie.db"), Durability::Full)
-        .await
-        .expect("open");
-    store.migrate().await.expect("migrate");
-    let light = |n: u32| {
-        Arc::new(Entity::new(
-            EntityId::new(format!("urn:ngsi-ld:Streetlight:{n}")).expect("id"),
-            "Streetlight",
-            None,
-        ))
-    };
-    let record = |after: &Head, n: u32| {
-        AuditRecord::seal(
-            after,
-            AuditEvent {
-                at: jiff::Timestamp::now(),
-                actor: "ann".into(),
-                role: None,
-                credential: "api-key".into(),
-                source: None,
-                action: "entity.create".into(),
-                target: Some(format!("urn:ngsi-ld:Streetlight:{n}")),
-                outcome: Outcome::Ok,
-                detail: None,
-                before: None,
-                after: Some(serde_json::json!({"n": n})),
-            },
-        )
-    };
+    let store = migrated(&dir).await;
+    let record = |after: &Head, n: u32| created(after, n, "api-key");
     let point = |e: &Entity| HistoryPoint {
         entity_id: e.id.clone(),
         attribute: "powerConsumption".into(),
@@ -147,41 +139,12 @@ async fn entity_writes_and_their_audit_records_commit_together() {
 
 #[tokio::test]
 async fn writes_queued_together_commit_together_and_a_refused_one_fails_alone() {
-    use std::sync::Arc;
-
-    use vigie_core::audit::{AuditEvent, AuditRecord, Head, Outcome};
-    use vigie_core::{Entity, EntityId};
-    use vigie_store::{Store, StoreError, WriteBatch};
+    use vigie_store::{StoreError, WriteBatch};
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteStore::open(&dir.path().join("vigie.db"), Durability::Full)
-        .await
-        .expect("open");
-    store.migrate().await.expect("migrate");
-    let light = |n: u32| {
-        Arc::new(Entity::new(
-            EntityId::new(format!("urn:ngsi-ld:Streetlight:{n}")).expect("id"),
-            "Streetlight",
-            None,
-        ))
-    };
+    let store = migrated(&dir).await;
     // A record that does not start the trail (seq 5 on an empty trail).
-    let mut stray = AuditRecord::seal(
-        &Head::genesis(),
-        AuditEvent {
-            at: jiff::Timestamp::now(),
-            actor: "ann".into(),
-            role: None,
-            credential: "api-key".into(),
-            source: None,
-            action: "entity.create".into(),
-            target: Some("urn:ngsi-ld:Streetlight:0".into()),
-            outcome: Outcome::Ok,
-            detail: None,
-            before: None,
-            after: None,
-        },
-    );
+    let mut stray = created(&Head::genesis(), 0, "api-key");
     stray.seq = 5;
     let batches: Vec<WriteBatch> = (0..40)
         .map(|n| WriteBatch {
