@@ -13,14 +13,13 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
 use vigie_core::audit::AuditRecord;
 use vigie_store::{PendingNotification, Result, StoreError, WriteBatch};
 
-use crate::{AUDIT_COLUMNS, Durability, corrupt, micros, seq_param, value_columns};
+use crate::{AUDIT_COLUMNS, BUSY_TIMEOUT, CONNECTION_PRAGMAS, Durability, corrupt, micros, seq_param, value_columns};
 
 /// A transaction's rows, made by the caller (serialisation is the caller's
 /// CPU, not the connection's).
@@ -242,17 +241,20 @@ impl Committer {
     pub(crate) fn open(path: &Path, durability: Durability) -> Result<Self> {
         let cannot_open = |e: rusqlite::Error| StoreError::Engine(format!("cannot open {}: {e}", path.display()));
         let conn = Connection::open(path).map_err(cannot_open)?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(cannot_open)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(cannot_open)?;
         let synchronous = match durability {
             Durability::Full => "FULL",
             Durability::Normal => "NORMAL",
         };
-        // As the readers' connections (see SqliteStore::open); the automatic
-        // checkpoint is only a backstop for when the background one falls
-        // behind (16 MiB of log rather than 4).
+        // The readers' settings, and WAL with the durability asked. The
+        // automatic checkpoint is only a backstop for when the background
+        // one falls behind (16 MiB of log rather than 4).
+        let pragmas = CONNECTION_PRAGMAS
+            .iter()
+            .map(|(name, value)| format!("PRAGMA {name} = {value};"))
+            .collect::<String>();
         conn.execute_batch(&format!(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA cache_size = -65536; \
-             PRAGMA mmap_size = 1073741824; PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 4000;"
+            "{pragmas} PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA wal_autocheckpoint = 4000;"
         ))
         .map_err(cannot_open)?;
         let (jobs, queue) = mpsc::channel::<Job>();

@@ -29,6 +29,16 @@ use vigie_store::{
 /// small enough to stay far below SQLite's bound-parameter limit.
 const ROWS_PER_STATEMENT: usize = 256;
 
+/// Settings of every connection, the readers' and the writer's.
+const CONNECTION_PRAGMAS: [(&str, &str); 3] = [
+    ("cache_size", "-65536"),    // 64 MiB page cache per connection
+    ("mmap_size", "1073741824"), // pages read in place, not copied
+    ("temp_store", "memory"),
+];
+
+/// How long a connection waits for another's lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 mod committer;
 use committer::{Committer, Rows};
 
@@ -554,11 +564,11 @@ impl SqliteStore {
                 Durability::Full => SqliteSynchronous::Full,
                 Durability::Normal => SqliteSynchronous::Normal,
             })
-            .busy_timeout(Duration::from_secs(10))
-            .pragma("cache_size", "-65536") // 64 MiB page cache per connection
-            .pragma("mmap_size", "1073741824") // pages read in place, not copied
-            .pragma("temp_store", "memory")
+            .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(false);
+        let options = CONNECTION_PRAGMAS
+            .iter()
+            .fold(options, |o, (name, value)| o.pragma(*name, *value));
         let cannot_open = |e| StoreError::Engine(format!("cannot open {}: {e}", path.display()));
         let parallel_reads = std::thread::available_parallelism().map_or(1, usize::from);
         let pool = SqlitePoolOptions::new()
