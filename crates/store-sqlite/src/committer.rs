@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
@@ -33,6 +34,8 @@ pub(crate) struct Rows {
     audit: Vec<AuditRow>,
     /// Delivered notifications to take out of the outbox.
     delivered: Vec<i64>,
+    /// Fold the entity change log now, whatever its size.
+    fold: bool,
 }
 
 struct EntityRow {
@@ -137,7 +140,16 @@ impl Rows {
             notifications: Self::notification_rows(&batch.notifications)?,
             audit: Self::audit_rows(&batch.audit)?,
             delivered: Vec::new(),
+            fold: false,
         })
+    }
+
+    /// No rows: folds the entity change log (at start, after migrating).
+    pub(crate) fn fold_changes() -> Self {
+        Self {
+            fold: true,
+            ..Self::default()
+        }
     }
 
     pub(crate) fn of_notifications(notifications: &[PendingNotification]) -> Result<Self> {
@@ -221,6 +233,7 @@ impl Rows {
             && self.notifications.is_empty()
             && self.audit.is_empty()
             && self.delivered.is_empty()
+            && !self.fold
     }
 }
 
@@ -263,10 +276,23 @@ impl Committer {
             .name("vigie-sqlite-commit".into())
             .spawn(move || {
                 let mut conn = conn;
-                while let Ok(first) = queue.recv() {
-                    let mut jobs = vec![first];
-                    jobs.extend(queue.try_iter().take(MAX_MERGED - 1));
-                    commit_jobs(&mut conn, jobs);
+                let mut changes = ChangeLog::new();
+                loop {
+                    match queue.recv_timeout(FOLD_EVERY) {
+                        Ok(first) => {
+                            let mut jobs = vec![first];
+                            jobs.extend(queue.try_iter().take(MAX_MERGED - 1));
+                            commit_jobs(&mut conn, jobs, &mut changes);
+                        }
+                        Err(mpsc::RecvTimeoutError::Timeout) if changes.logged > 0 => {
+                            changes.fold_alone(&mut conn);
+                        }
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                if changes.logged > 0 {
+                    changes.fold_alone(&mut conn);
                 }
                 if let Err((_, e)) = conn.close() {
                     tracing::warn!(error = %e, "closing the write connection");
@@ -315,9 +341,9 @@ const MAX_MERGED: usize = 64;
 /// write and one sync instead of several (the writer's batch, the outbox's
 /// deletions and an audit append often meet here). If that transaction
 /// fails, each job is tried alone, so that a bad one fails only itself.
-fn commit_jobs(conn: &mut Connection, jobs: Vec<Job>) {
+fn commit_jobs(conn: &mut Connection, jobs: Vec<Job>, changes: &mut ChangeLog) {
     if jobs.len() > 1 {
-        match transact(conn, jobs.iter().map(|j| &j.rows)) {
+        match transact(conn, jobs.iter().map(|j| &j.rows), changes) {
             Ok(()) => {
                 for job in jobs {
                     let _ = job.done.send(Ok(()));
@@ -328,7 +354,7 @@ fn commit_jobs(conn: &mut Connection, jobs: Vec<Job>) {
         }
     }
     for job in jobs {
-        let _ = job.done.send(transact(conn, std::iter::once(&job.rows)));
+        let _ = job.done.send(transact(conn, std::iter::once(&job.rows), changes));
     }
 }
 
@@ -338,34 +364,148 @@ fn engine(e: rusqlite::Error) -> StoreError {
 
 /// Writes `all` in one transaction; IMMEDIATE because the audit guard
 /// reads the trail's end before writing.
-fn transact<'a>(conn: &mut Connection, all: impl Iterator<Item = &'a Rows>) -> Result<()> {
+fn transact<'a>(conn: &mut Connection, all: impl Iterator<Item = &'a Rows>, changes: &mut ChangeLog) -> Result<()> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(engine)?;
+    let mut log = changes.transaction();
     for rows in all {
-        write_entities(&tx, rows)?;
+        write_entities(&tx, rows, &mut log)?;
         write_outbox(&tx, rows)?;
         write_audit(&tx, &rows.audit)?;
     }
-    tx.commit().map_err(engine)
+    if log.due() {
+        log.fold(&tx)?;
+    }
+    tx.commit().map_err(engine)?;
+    changes.committed(log);
+    Ok(())
 }
 
-fn write_entities(tx: &rusqlite::Transaction<'_>, rows: &Rows) -> Result<()> {
+/// How often, at most, the entity change log is folded into `entities`
+/// (and how long the thread waits idle before folding what is left).
+const FOLD_EVERY: Duration = Duration::from_secs(1);
+
+/// Changes logged that make a fold due before `FOLD_EVERY`: a fold's work is
+/// bounded, so that the commit carrying it is not held long.
+const FOLD_AT: usize = 8_192;
+
+/// The entity change log as the write connection knows it (see
+/// `migrations/0010_entity_changes.sql`): a change to an entity that has a
+/// row is appended to the log, a few hundred bytes in pages written in
+/// sequence, and folded into the rows from time to time, where many changes
+/// to the same rows and pages cost one write each.
+struct ChangeLog {
+    /// Changes in the log, as of the last commit.
+    logged: usize,
+    folded_at: Instant,
+}
+
+/// The log during one transaction: becomes the `ChangeLog` if it commits.
+struct LogInTransaction {
+    logged: usize,
+    folded_at: Instant,
+    fold_asked: bool,
+}
+
+impl ChangeLog {
+    fn new() -> Self {
+        Self {
+            logged: 0,
+            folded_at: Instant::now(),
+        }
+    }
+
+    fn transaction(&self) -> LogInTransaction {
+        LogInTransaction {
+            logged: self.logged,
+            folded_at: self.folded_at,
+            fold_asked: false,
+        }
+    }
+
+    fn committed(&mut self, log: LogInTransaction) {
+        self.logged = log.logged;
+        self.folded_at = log.folded_at;
+    }
+
+    /// Folds in a transaction of its own (the thread is idle or stopping).
+    fn fold_alone(&mut self, conn: &mut Connection) {
+        let folded = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(engine)
+            .and_then(|tx| {
+                let mut log = self.transaction();
+                log.fold(&tx)?;
+                tx.commit().map_err(engine)?;
+                Ok(log)
+            });
+        match folded {
+            Ok(log) => self.committed(log),
+            Err(e) => tracing::warn!(error = %e, "cannot fold the entity change log; will try again"),
+        }
+    }
+}
+
+impl LogInTransaction {
+    fn due(&self) -> bool {
+        self.fold_asked || self.logged >= FOLD_AT || (self.logged > 0 && self.folded_at.elapsed() >= FOLD_EVERY)
+    }
+
+    /// Writes each logged entity's latest change into its row and empties
+    /// the log. A change to an entity deleted since finds no row (deletions
+    /// fold first, so no change can outlive its entity and land on a new
+    /// one of the same id).
+    fn fold(&mut self, tx: &rusqlite::Transaction<'_>) -> Result<()> {
+        // `max(seq)` makes SQLite take the other columns from the latest row.
+        tx.prepare_cached(
+            "UPDATE entities SET type = c.type, scope = c.scope, body = c.body, modified_at = c.modified_at \
+             FROM (SELECT id, type, scope, body, modified_at, max(seq) FROM entity_changes GROUP BY id) AS c \
+             WHERE entities.id = c.id",
+        )
+        .and_then(|mut s| s.execute([]))
+        .and_then(|_| tx.prepare_cached("DELETE FROM entity_changes"))
+        .and_then(|mut s| s.execute([]))
+        .map_err(engine)?;
+        self.logged = 0;
+        self.folded_at = Instant::now();
+        self.fold_asked = false;
+        Ok(())
+    }
+}
+
+fn write_entities(tx: &rusqlite::Transaction<'_>, rows: &Rows, log: &mut LogInTransaction) -> Result<()> {
+    log.fold_asked |= rows.fold;
     let mut keys: HashMap<&str, i64> = HashMap::with_capacity(rows.entities.len());
-    let mut upsert = tx
+    let mut key_of = tx
+        .prepare_cached("SELECT key FROM entities WHERE id = ?1")
+        .map_err(engine)?;
+    let mut create = tx
         .prepare_cached(
-            "INSERT INTO entities (id, type, scope, body, modified_at) VALUES (?1, ?2, ?3, ?4, ?5) \
-             ON CONFLICT (id) DO UPDATE SET type = excluded.type, scope = excluded.scope, \
-             body = excluded.body, modified_at = excluded.modified_at RETURNING key",
+            "INSERT INTO entities (id, type, scope, body, modified_at) VALUES (?1, ?2, ?3, ?4, ?5) RETURNING key",
         )
         .map_err(engine)?;
+    let mut change = tx
+        .prepare_cached("INSERT INTO entity_changes (id, type, scope, body, modified_at) VALUES (?1, ?2, ?3, ?4, ?5)")
+        .map_err(engine)?;
     for e in &rows.entities {
-        let key: i64 = upsert
-            .query_row(params![e.id, e.entity_type, e.scope, e.body, e.modified_at], |r| {
-                r.get(0)
-            })
-            .map_err(engine)?;
+        let values = params![e.id, e.entity_type, e.scope, e.body, e.modified_at];
+        let key = match key_of
+            .query_row([&e.id], |r| r.get::<_, i64>(0))
+            .optional()
+            .map_err(engine)?
+        {
+            Some(key) => {
+                change.execute(values).map_err(engine)?;
+                log.logged += 1;
+                key
+            }
+            None => create.query_row(values, |r| r.get(0)).map_err(engine)?,
+        };
         keys.insert(&e.id, key);
+    }
+    if !rows.deletes.is_empty() {
+        log.fold(tx)?;
     }
     for id in &rows.deletes {
         // An entity's history goes with it: its key may be given again.
@@ -376,9 +516,6 @@ fn write_entities(tx: &rusqlite::Transaction<'_>, rows: &Rows) -> Result<()> {
             .map_err(engine)?;
         keys.remove(id.as_str());
     }
-    let mut key_of = tx
-        .prepare_cached("SELECT key FROM entities WHERE id = ?1")
-        .map_err(engine)?;
     let mut point = tx
         .prepare_cached(
             "INSERT OR REPLACE INTO history (entity_key, attribute, observed_at, num, txt, json, unit_code) \

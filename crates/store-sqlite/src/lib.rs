@@ -617,7 +617,9 @@ impl Store for SqliteStore {
         sqlx::migrate!("./migrations")
             .run(&self.pool)
             .await
-            .map_err(|e| StoreError::Engine(format!("migration failed: {e}")))
+            .map_err(|e| StoreError::Engine(format!("migration failed: {e}")))?;
+        // What the last run logged and did not fold (it stopped abruptly).
+        self.committer.commit(Rows::fold_changes()).await
     }
 
     async fn write(&self, batch: &WriteBatch) -> Result<()> {
@@ -630,12 +632,18 @@ impl Store for SqliteStore {
     }
 
     async fn entities_page(&self, after: Option<&EntityId>, limit: usize) -> Result<Vec<Entity>> {
-        let rows = sqlx::query("SELECT id, body FROM entities WHERE id > ? ORDER BY id LIMIT ?")
-            .bind(after.map_or("", |a| a.as_str()))
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(engine)?;
+        // The rows, each with its latest logged change if it has one (see
+        // migrations/0010_entity_changes.sql); one statement, one snapshot.
+        let rows = sqlx::query(
+            "WITH page AS (SELECT id, body FROM entities WHERE id > ?1 ORDER BY id LIMIT ?2), \
+             latest AS (SELECT id, body, max(seq) FROM entity_changes WHERE id IN (SELECT id FROM page) GROUP BY id) \
+             SELECT p.id, coalesce(l.body, p.body) FROM page p LEFT JOIN latest l ON l.id = p.id ORDER BY p.id",
+        )
+        .bind(after.map_or("", |a| a.as_str()))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(engine)?;
         rows.iter()
             .map(|row| {
                 let id: String = row.try_get(0).map_err(engine)?;

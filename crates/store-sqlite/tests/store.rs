@@ -173,3 +173,87 @@ async fn writes_queued_together_commit_together_and_a_refused_one_fails_alone() 
     assert!(!ids.contains(&"urn:ngsi-ld:Streetlight:17".to_owned()));
     assert_eq!(store.audit_head().await.expect("head"), None);
 }
+
+#[tokio::test]
+async fn changes_to_existing_entities_are_logged_folded_and_survive_a_restart() {
+    use vigie_core::Attribute;
+    use vigie_store::WriteBatch;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("vigie.db");
+    let store = migrated(&dir).await;
+    let powered = |n: u32, state: &str| Arc::new((*light(n)).clone().with("powerState", Attribute::property(state)));
+    let write = |upserts: Vec<Arc<Entity>>, deletes: Vec<EntityId>| WriteBatch {
+        upserts,
+        deletes,
+        ..Default::default()
+    };
+    let state_of = |entities: &[Entity], n: u32| {
+        let id = light(n).id.clone();
+        entities
+            .iter()
+            .find(|e| e.id == id)
+            .map(|e| e.attributes.get("powerState").map(|a| a.value.clone()))
+    };
+    let raw = || async {
+        sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("raw connection")
+    };
+
+    for batch in [
+        write(vec![light(1), light(2)], vec![]),
+        write(vec![powered(1, "on")], vec![]),
+        write(vec![powered(1, "off")], vec![]),
+        // A change, then the entity deleted and made again: the change must
+        // not land on the new entity.
+        write(vec![powered(2, "on")], vec![]),
+        write(vec![], vec![light(2).id.clone()]),
+        write(vec![light(2)], vec![]),
+    ] {
+        store.write(&batch).await.expect("write");
+    }
+    let seen = store.entities_page(None, 10).await.expect("page");
+    assert_eq!(
+        state_of(&seen, 1),
+        Some(Some(serde_json::json!("off"))),
+        "the latest change"
+    );
+    assert_eq!(
+        state_of(&seen, 2),
+        Some(None),
+        "the new entity, without the old one's change"
+    );
+
+    // Stopping folds the log into the rows.
+    store.close().await;
+    let pool = raw().await;
+    let logged: i64 = sqlx::query_scalar("SELECT count(*) FROM entity_changes")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(logged, 0, "folded at close");
+    // A change logged by a run that stopped abruptly: folded after migrating.
+    let body = serde_json::to_string(&*powered(1, "broken")).expect("body");
+    sqlx::query("INSERT INTO entity_changes (id, type, body) VALUES (?, 'Streetlight', ?)")
+        .bind(light(1).id.as_str())
+        .bind(&body)
+        .execute(&pool)
+        .await
+        .expect("insert");
+    pool.close().await;
+
+    let store = migrated(&dir).await;
+    let seen = store.entities_page(None, 10).await.expect("page");
+    assert_eq!(state_of(&seen, 1), Some(Some(serde_json::json!("broken"))));
+    assert_eq!(state_of(&seen, 2), Some(None));
+    let pool = raw().await;
+    let (logged, row): (i64, String) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM entity_changes), body FROM entities WHERE id = 'urn:ngsi-ld:Streetlight:1'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("row");
+    assert_eq!((logged, row), (0, body), "folded into the row at start");
+    store.close().await;
+}
