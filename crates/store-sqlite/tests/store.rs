@@ -257,3 +257,55 @@ async fn changes_to_existing_entities_are_logged_folded_and_survive_a_restart() 
     assert_eq!((logged, row), (0, body), "folded into the row at start");
     store.close().await;
 }
+
+#[tokio::test]
+async fn changes_folded_while_writing_keep_each_entitys_latest() {
+    use vigie_core::Attribute;
+    use vigie_store::WriteBatch;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("vigie.db");
+    let store = migrated(&dir).await;
+    let lights = 10;
+    let with_count = |n: u32, count: u32| Arc::new((*light(n)).clone().with("count", Attribute::property(count)));
+    store
+        .write(&WriteBatch {
+            upserts: (0..lights).map(light).collect(),
+            ..Default::default()
+        })
+        .await
+        .expect("create");
+    // 10,000 changes, more than make a fold due: a fold comes between two
+    // batches, with each light's latest change on either side of it.
+    for round in 0..20 {
+        let upserts = (0..500).map(|i| with_count(i % lights, round * 500 + i)).collect();
+        store
+            .write(&WriteBatch {
+                upserts,
+                ..Default::default()
+            })
+            .await
+            .expect("write");
+    }
+    let latest = |n: u32| serde_json::json!(9_500 + 490 + n);
+    let seen = store.entities_page(None, 100).await.expect("page");
+    for (n, e) in (0..lights).zip(&seen) {
+        assert_eq!(e.attributes.get("count").map(|a| a.value.clone()), Some(latest(n)));
+    }
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("raw connection");
+    let logged: i64 = sqlx::query_scalar("SELECT count(*) FROM entity_changes")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert!(logged < 10_000, "some were folded while writing: {logged} logged");
+    pool.close().await;
+    store.close().await;
+    let store = migrated(&dir).await;
+    let seen = store.entities_page(None, 100).await.expect("page");
+    for (n, e) in (0..lights).zip(&seen) {
+        assert_eq!(e.attributes.get("count").map(|a| a.value.clone()), Some(latest(n)));
+    }
+    store.close().await;
+}
