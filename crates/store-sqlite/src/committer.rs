@@ -277,18 +277,30 @@ impl Committer {
             .spawn(move || {
                 let mut conn = conn;
                 let mut changes = ChangeLog::new();
+                let mut next = None;
                 loop {
-                    match queue.recv_timeout(FOLD_EVERY) {
-                        Ok(first) => {
-                            let mut jobs = vec![first];
-                            jobs.extend(queue.try_iter().take(MAX_MERGED - 1));
-                            commit_jobs(&mut conn, jobs, &mut changes);
+                    let first = match next.take().map_or_else(|| queue.recv_timeout(FOLD_EVERY), Ok) {
+                        Ok(first) => first,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            if changes.logged > 0 {
+                                changes.fold_alone(&mut conn);
+                            }
+                            continue;
                         }
-                        Err(mpsc::RecvTimeoutError::Timeout) if changes.logged > 0 => {
-                            changes.fold_alone(&mut conn);
-                        }
-                        Err(mpsc::RecvTimeoutError::Timeout) => {}
                         Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    };
+                    let mut jobs = vec![first];
+                    jobs.extend(queue.try_iter().take(MAX_MERGED - 1));
+                    commit_jobs(&mut conn, jobs, &mut changes);
+                    // A fold due waits for a moment with nothing queued, so
+                    // that it holds no one's commit (past `FOLD_AT_LATEST`
+                    // a commit carries it).
+                    if changes.due() {
+                        match queue.try_recv() {
+                            Ok(job) => next = Some(job),
+                            Err(mpsc::TryRecvError::Empty) => changes.fold_alone(&mut conn),
+                            Err(mpsc::TryRecvError::Disconnected) => break,
+                        }
                     }
                 }
                 if changes.logged > 0 {
@@ -374,7 +386,7 @@ fn transact<'a>(conn: &mut Connection, all: impl Iterator<Item = &'a Rows>, chan
         write_outbox(&tx, rows)?;
         write_audit(&tx, &rows.audit)?;
     }
-    if log.due() {
+    if log.overdue() {
         log.fold(&tx)?;
     }
     tx.commit().map_err(engine)?;
@@ -387,8 +399,12 @@ fn transact<'a>(conn: &mut Connection, all: impl Iterator<Item = &'a Rows>, chan
 const FOLD_EVERY: Duration = Duration::from_secs(1);
 
 /// Changes logged that make a fold due before `FOLD_EVERY`: a fold's work is
-/// bounded, so that the commit carrying it is not held long.
+/// bounded, so that the write waiting behind it is not held long.
 const FOLD_AT: usize = 8_192;
+
+/// Changes logged that make a commit carry the fold, when the queue was
+/// never empty since it was due (writes without pause).
+const FOLD_AT_LATEST: usize = 4 * FOLD_AT;
 
 /// The entity change log as the write connection knows it (see
 /// `migrations/0010_entity_changes.sql`): a change to an entity that has a
@@ -414,6 +430,11 @@ impl ChangeLog {
             logged: 0,
             folded_at: Instant::now(),
         }
+    }
+
+    /// A fold is due: folded in the next moment with nothing queued.
+    fn due(&self) -> bool {
+        self.logged >= FOLD_AT || (self.logged > 0 && self.folded_at.elapsed() >= FOLD_EVERY)
     }
 
     fn transaction(&self) -> LogInTransaction {
@@ -448,8 +469,9 @@ impl ChangeLog {
 }
 
 impl LogInTransaction {
-    fn due(&self) -> bool {
-        self.fold_asked || self.logged >= FOLD_AT || (self.logged > 0 && self.folded_at.elapsed() >= FOLD_EVERY)
+    /// Too late to wait for a quiet moment: the commit carries the fold.
+    fn overdue(&self) -> bool {
+        self.fold_asked || self.logged >= FOLD_AT_LATEST
     }
 
     /// Writes each logged entity's latest change into its row and empties
