@@ -380,17 +380,21 @@ fn transact<'a>(conn: &mut Connection, all: impl Iterator<Item = &'a Rows>, chan
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(engine)?;
-    let mut log = changes.transaction();
+    // The log as this transaction leaves it, kept only if it commits.
+    let mut log = *changes;
+    let mut fold_asked = false;
     for rows in all {
+        fold_asked |= rows.fold;
         write_entities(&tx, rows, &mut log)?;
         write_outbox(&tx, rows)?;
         write_audit(&tx, &rows.audit)?;
     }
-    if log.overdue() {
+    // Past `FOLD_AT_LATEST` it is too late to wait for a quiet moment.
+    if fold_asked || log.logged >= FOLD_AT_LATEST {
         log.fold(&tx)?;
     }
     tx.commit().map_err(engine)?;
-    changes.committed(log);
+    *changes = log;
     Ok(())
 }
 
@@ -411,17 +415,11 @@ const FOLD_AT_LATEST: usize = 4 * FOLD_AT;
 /// row is appended to the log, a few hundred bytes in pages written in
 /// sequence, and folded into the rows from time to time, where many changes
 /// to the same rows and pages cost one write each.
+#[derive(Clone, Copy)]
 struct ChangeLog {
     /// Changes in the log, as of the last commit.
     logged: usize,
     folded_at: Instant,
-}
-
-/// The log during one transaction: becomes the `ChangeLog` if it commits.
-struct LogInTransaction {
-    logged: usize,
-    folded_at: Instant,
-    fold_asked: bool,
 }
 
 impl ChangeLog {
@@ -437,41 +435,21 @@ impl ChangeLog {
         self.logged >= FOLD_AT || (self.logged > 0 && self.folded_at.elapsed() >= FOLD_EVERY)
     }
 
-    fn transaction(&self) -> LogInTransaction {
-        LogInTransaction {
-            logged: self.logged,
-            folded_at: self.folded_at,
-            fold_asked: false,
-        }
-    }
-
-    fn committed(&mut self, log: LogInTransaction) {
-        self.logged = log.logged;
-        self.folded_at = log.folded_at;
-    }
-
     /// Folds in a transaction of its own (the thread is idle or stopping).
     fn fold_alone(&mut self, conn: &mut Connection) {
         let folded = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(engine)
             .and_then(|tx| {
-                let mut log = self.transaction();
+                let mut log = *self;
                 log.fold(&tx)?;
                 tx.commit().map_err(engine)?;
                 Ok(log)
             });
         match folded {
-            Ok(log) => self.committed(log),
+            Ok(log) => *self = log,
             Err(e) => tracing::warn!(error = %e, "cannot fold the entity change log; will try again"),
         }
-    }
-}
-
-impl LogInTransaction {
-    /// Too late to wait for a quiet moment: the commit carries the fold.
-    fn overdue(&self) -> bool {
-        self.fold_asked || self.logged >= FOLD_AT_LATEST
     }
 
     /// Writes each logged entity's latest change into its row and empties
@@ -491,13 +469,11 @@ impl LogInTransaction {
         .map_err(engine)?;
         self.logged = 0;
         self.folded_at = Instant::now();
-        self.fold_asked = false;
         Ok(())
     }
 }
 
-fn write_entities(tx: &rusqlite::Transaction<'_>, rows: &Rows, log: &mut LogInTransaction) -> Result<()> {
-    log.fold_asked |= rows.fold;
+fn write_entities(tx: &rusqlite::Transaction<'_>, rows: &Rows, log: &mut ChangeLog) -> Result<()> {
     let mut keys: HashMap<&str, i64> = HashMap::with_capacity(rows.entities.len());
     let mut key_of = tx
         .prepare_cached("SELECT key FROM entities WHERE id = ?1")
