@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Json;
@@ -249,13 +251,19 @@ async fn notifications_wait_for_a_dead_endpoint_and_arrive_in_order() {
     assert_eq!(ids, expected, "every change, once, in order");
 }
 
-#[tokio::test]
-async fn pending_notifications_survive_a_restart() {
+// Several threads, as in production, and busy cores, as after a restart
+// under load: each subscription's worker starts on another thread while the
+// subscriptions are being loaded, and may run first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_notifications_of_every_subscription_survive_a_restart() {
+    const SUBSCRIPTIONS: usize = 40;
     let s = with_lights(3).await;
     let parked = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = parked.local_addr().unwrap();
     drop(parked);
-    subscribe(&s, &subscription(&format!("http://{addr}/notify"))).await;
+    for _ in 0..SUBSCRIPTIONS {
+        subscribe(&s, &subscription(&format!("http://{addr}/notify"))).await;
+    }
     for n in 1..=3 {
         set_power(&s, n, "off").await;
     }
@@ -264,9 +272,24 @@ async fn pending_notifications_survive_a_restart() {
 
     let mut endpoint = receiver_on(TcpListener::bind(addr).await.unwrap()).await;
     let config = common::config_for(data.path(), None);
+    let busy = Arc::new(AtomicBool::new(true));
+    let spinners: Vec<_> = (0..2)
+        .map(|_| {
+            let busy = Arc::clone(&busy);
+            std::thread::spawn(move || {
+                while busy.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
     let _s = TestServer::start_with(config, data).await;
-    let got = endpoint.entities(3, 20).await;
-    assert_eq!(got.len(), 3, "{got:?}");
+    busy.store(false, Ordering::Relaxed);
+    for spinner in spinners {
+        spinner.join().unwrap();
+    }
+    let got = endpoint.entities(3 * SUBSCRIPTIONS, 20).await;
+    assert_eq!(got.len(), 3 * SUBSCRIPTIONS, "each subscription's three changes");
 }
 
 #[tokio::test]

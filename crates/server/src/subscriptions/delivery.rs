@@ -132,41 +132,49 @@ impl Outbox {
     }
 }
 
-pub(super) fn spawn(
-    entry: Weak<Entry>,
-    store: Arc<dyn Store>,
-    outbox: Arc<Outbox>,
-    sender: Arc<Sender>,
-    options: DeliveryOptions,
-    resume: bool,
-    stop: CancellationToken,
-) -> WorkerHandle {
-    let queue = Arc::new(Queue {
-        state: Mutex::new(QueueState {
-            from_store: resume,
-            ..Default::default()
-        }),
-        notify: Notify::new(),
-    });
-    let handle = WorkerHandle {
-        queue: Arc::clone(&queue),
-        stop: stop.clone(),
-        memory_cap: options.memory_queue.max(1),
-    };
-    let worker = Worker {
-        entry,
-        store,
-        outbox,
-        sender,
-        options,
-        queue,
-        stop,
-        cursor: 0,
-        last_persist: Instant::now(),
-        dirty: false,
-    };
-    tokio::spawn(worker.run());
-    handle
+impl WorkerHandle {
+    /// The handle of a worker not started yet; `resume`: the worker first
+    /// reads what the outbox holds for its subscription.
+    pub(super) fn new(options: &DeliveryOptions, resume: bool, stop: CancellationToken) -> Self {
+        let queue = Arc::new(Queue {
+            state: Mutex::new(QueueState {
+                from_store: resume,
+                ..Default::default()
+            }),
+            notify: Notify::new(),
+        });
+        Self {
+            queue,
+            stop,
+            memory_cap: options.memory_queue.max(1),
+        }
+    }
+
+    /// Starts the worker of `entry`, whose handle this is. Only once the
+    /// entry exists: a worker that found no entry to upgrade to would take
+    /// it for a deleted subscription and stop, never to deliver.
+    pub(super) fn start(
+        &self,
+        entry: Weak<Entry>,
+        store: Arc<dyn Store>,
+        outbox: Arc<Outbox>,
+        sender: Arc<Sender>,
+        options: DeliveryOptions,
+    ) {
+        let worker = Worker {
+            entry,
+            store,
+            outbox,
+            sender,
+            options,
+            queue: Arc::clone(&self.queue),
+            stop: self.stop.clone(),
+            cursor: 0,
+            last_persist: Instant::now(),
+            dirty: false,
+        };
+        tokio::spawn(worker.run());
+    }
 }
 
 struct Worker {

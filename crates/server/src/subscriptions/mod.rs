@@ -107,20 +107,19 @@ impl Subscriptions {
 
     fn start(self: &Arc<Self>, record: SubscriptionRecord, resume: bool) {
         let id = record.subscription.id().to_string();
-        let entry = Arc::new_cyclic(|weak: &std::sync::Weak<Entry>| Entry {
+        let entry = Arc::new(Entry {
             record: RwLock::new(record),
-            worker: delivery::spawn(
-                weak.clone(),
-                Arc::clone(&self.store),
-                Arc::clone(&self.outbox),
-                Arc::clone(&self.sender),
-                self.options.clone(),
-                resume,
-                self.stop.child_token(),
-            ),
+            worker: delivery::WorkerHandle::new(&self.options, resume, self.stop.child_token()),
             twin: Arc::clone(&self.twin),
             security: Arc::clone(&self.security),
         });
+        entry.worker.start(
+            Arc::downgrade(&entry),
+            Arc::clone(&self.store),
+            Arc::clone(&self.outbox),
+            Arc::clone(&self.sender),
+            self.options.clone(),
+        );
         let old = self
             .entries
             .write()
