@@ -144,6 +144,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if wants(Scenario::Ngsi) || wants(Scenario::NgsiPatch) {
         ngsi::patches(&args, &data, &mut report, "full").await?;
         ngsi::patches(&args, &data, &mut report, "normal").await?;
+        ngsi::reads(&args, &data, &mut report).await?;
     }
     if wants(Scenario::Ngsi) || wants(Scenario::NgsiQuery) {
         ngsi::query(&data, &mut report).await?;

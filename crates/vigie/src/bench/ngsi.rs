@@ -53,23 +53,82 @@ pub(super) async fn patches(
     // A directory per setting: the previous run's connections may still be closing.
     let dir = format!("ngsi-patch-{durability}");
     let running = super::start_vigie_with(data, &dir, |c| c.store.durability = durability.into()).await?;
-    let lights = 10_000;
-    load_lights(&running, lights).await?;
+    load_lights(&running, LEAN_LIGHTS).await?;
     let token = super::service_token(&running, None).await?;
     let host = running.http_addr;
-    let stop = Arc::new(AtomicBool::new(false));
-    let (tally, tasks) = super::load::closed_loop(
-        host,
-        args.connections,
-        204,
-        move |c, i| {
-            let n = (c * 7_919 + i as usize * 104_729) % lights;
-            let path = format!("/ngsi-ld/v1/entities/urn:ngsi-ld:Streetlight:dijon:{n:07}/attrs/powerConsumption");
-            let body = format!(r#"{{"value":{}}}"#, (n % 70) as f64);
-            super::load::json_request("PATCH", host, &path, &token, &body)
-        },
-        Arc::clone(&stop),
+    let (per_second, failures) = lean_rate(host, args.connections, 204, move |c, i| {
+        let n = lean_light(c, i);
+        let path = format!("/ngsi-ld/v1/entities/urn:ngsi-ld:Streetlight:dijon:{n:07}/attrs/powerConsumption");
+        let body = format!(r#"{{"value":{}}}"#, (n % 70) as f64);
+        super::load::json_request("PATCH", host, &path, &token, &body)
+    })
+    .await;
+    report.add(
+        format!(
+            "Single-attribute PATCH, {} connections, store.durability = {durability}, median of 1 s samples",
+            args.connections
+        ),
+        format!("{} /s", thousands(quantile(&per_second, 0.5))),
+        "≥ 20,000 /s",
     );
+    if failures > 0 {
+        report.note(format!("PATCH: {failures} requests failed"));
+    }
+    running.shutdown().await;
+    Ok(())
+}
+
+/// `GET /entities/{id}` through the PATCH figure's generator, connections
+/// and lights: what HTTP, routing, authorization and JSON cost on this
+/// machine without a write, the ceiling a PATCH rate sits under.
+pub(super) async fn reads(args: &BenchArgs, data: &Path, report: &mut Report) -> anyhow::Result<()> {
+    println!("\n[ngsi] GET by id through the PATCH figure's generator…");
+    let running = start_vigie(data, "ngsi-get").await?;
+    load_lights(&running, LEAN_LIGHTS).await?;
+    let token = super::service_token(&running, None).await?;
+    let host = running.http_addr;
+    let (per_second, failures) = lean_rate(host, args.connections, 200, move |c, i| {
+        let path = format!(
+            "/ngsi-ld/v1/entities/urn:ngsi-ld:Streetlight:dijon:{:07}",
+            lean_light(c, i)
+        );
+        super::load::json_request("GET", host, &path, &token, "")
+    })
+    .await;
+    report.add(
+        format!(
+            "GET entity by id, same generator, {} connections (no write: the ceiling for PATCH), median of 1 s samples",
+            args.connections
+        ),
+        format!("{} /s", thousands(quantile(&per_second, 0.5))),
+        "",
+    );
+    if failures > 0 {
+        report.note(format!("GET by id (lean generator): {failures} requests failed"));
+    }
+    running.shutdown().await;
+    Ok(())
+}
+
+/// The lights the lean generator's figures address.
+const LEAN_LIGHTS: usize = 10_000;
+
+/// The light connection `c` addresses in its request `i`: spread so that
+/// concurrent requests rarely meet on one light.
+fn lean_light(c: usize, i: u64) -> usize {
+    (c * 7_919 + i as usize * 104_729) % LEAN_LIGHTS
+}
+
+/// Requests per second (ten 1-second samples after 2 s of warm-up, sorted)
+/// from the lean generator's `connections`, and the answers without `expect`.
+async fn lean_rate(
+    host: std::net::SocketAddr,
+    connections: usize,
+    expect: u16,
+    request: impl Fn(usize, u64) -> Vec<u8> + Send + Sync + 'static,
+) -> (Vec<f64>, u64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tally, tasks) = super::load::closed_loop(host, connections, expect, request, Arc::clone(&stop));
     let done = &tally.expected;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut per_second = Vec::new();
@@ -85,20 +144,7 @@ pub(super) async fn patches(
         let _ = t.await;
     }
     per_second.sort_by(f64::total_cmp);
-    report.add(
-        format!(
-            "Single-attribute PATCH, {} connections, store.durability = {durability}, median of 1 s samples",
-            args.connections
-        ),
-        format!("{} /s", thousands(quantile(&per_second, 0.5))),
-        "≥ 20,000 /s",
-    );
-    let failures = tally.unexpected.load(Ordering::Relaxed);
-    if failures > 0 {
-        report.note(format!("PATCH: {failures} requests failed"));
-    }
-    running.shutdown().await;
-    Ok(())
+    (per_second, tally.unexpected.load(Ordering::Relaxed))
 }
 
 /// p50 / p95 of `requests` sequential GETs.
