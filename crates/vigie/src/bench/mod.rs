@@ -94,6 +94,16 @@ impl Report {
         self.figures.push(f);
     }
 
+    /// A rate figure: the median of `per_second` samples, and a note when
+    /// some requests failed.
+    fn add_rate(&mut self, name: String, per_second: &[f64], unit: &str, target: &str, failures: u64) {
+        let note = (failures > 0).then(|| format!("{name}: {failures} requests failed"));
+        self.add(name, format!("{} {unit}", thousands(quantile(per_second, 0.5))), target);
+        if let Some(note) = note {
+            self.note(note);
+        }
+    }
+
     fn note(&mut self, note: impl Into<String>) {
         let note = note.into();
         println!("  note: {note}");

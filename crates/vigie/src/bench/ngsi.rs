@@ -63,17 +63,16 @@ pub(super) async fn patches(
         super::load::json_request("PATCH", host, &path, &token, &body)
     })
     .await;
-    report.add(
+    report.add_rate(
         format!(
             "Single-attribute PATCH, {} connections, store.durability = {durability}, median of 1 s samples",
             args.connections
         ),
-        format!("{} /s", thousands(quantile(&per_second, 0.5))),
+        &per_second,
+        "/s",
         "≥ 20,000 /s",
+        failures,
     );
-    if failures > 0 {
-        report.note(format!("PATCH: {failures} requests failed"));
-    }
     running.shutdown().await;
     Ok(())
 }
@@ -95,17 +94,16 @@ pub(super) async fn reads(args: &BenchArgs, data: &Path, report: &mut Report) ->
         super::load::json_request("GET", host, &path, &token, "")
     })
     .await;
-    report.add(
+    report.add_rate(
         format!(
             "GET entity by id, same generator, {} connections (no write: the ceiling for PATCH), median of 1 s samples",
             args.connections
         ),
-        format!("{} /s", thousands(quantile(&per_second, 0.5))),
+        &per_second,
+        "/s",
         "",
+        failures,
     );
-    if failures > 0 {
-        report.note(format!("GET by id (lean generator): {failures} requests failed"));
-    }
     running.shutdown().await;
     Ok(())
 }

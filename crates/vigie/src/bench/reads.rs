@@ -30,17 +30,16 @@ pub async fn by_id(args: &BenchArgs, data: &Path, report: &mut Report) -> anyhow
     let client = authorized_client(&running, args.connections, None).await?;
     let (per_second, failures) = throughput(&client, &urls, args.connections, Duration::from_secs(2), 10).await;
     running.shutdown().await;
-    report.add(
+    report.add_rate(
         format!(
             "GET entity by id, {} connections, median of 1 s samples",
             args.connections
         ),
-        format!("{} req/s", thousands(quantile(&per_second, 0.5))),
+        &per_second,
+        "req/s",
         "≥ 20,000 req/s",
+        failures,
     );
-    if failures > 0 {
-        report.note(format!("GET by id: {failures} requests failed"));
-    }
     Ok(())
 }
 
