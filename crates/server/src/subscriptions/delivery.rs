@@ -70,6 +70,24 @@ pub(super) struct WorkerHandle {
 }
 
 impl WorkerHandle {
+    /// The handle of a worker not started yet ([`start`] starts it);
+    /// `resume`: the worker first reads what the outbox holds for its
+    /// subscription.
+    pub(super) fn new(options: &DeliveryOptions, resume: bool, stop: CancellationToken) -> Self {
+        let queue = Arc::new(Queue {
+            state: Mutex::new(QueueState {
+                from_store: resume,
+                ..Default::default()
+            }),
+            notify: Notify::new(),
+        });
+        Self {
+            queue,
+            stop,
+            memory_cap: options.memory_queue.max(1),
+        }
+    }
+
     pub(super) fn push(&self, n: PendingNotification) {
         let mut state = self.queue.state.lock().unwrap_or_else(PoisonError::into_inner);
         if state.memory.len() >= self.memory_cap {
@@ -132,49 +150,29 @@ impl Outbox {
     }
 }
 
-impl WorkerHandle {
-    /// The handle of a worker not started yet; `resume`: the worker first
-    /// reads what the outbox holds for its subscription.
-    pub(super) fn new(options: &DeliveryOptions, resume: bool, stop: CancellationToken) -> Self {
-        let queue = Arc::new(Queue {
-            state: Mutex::new(QueueState {
-                from_store: resume,
-                ..Default::default()
-            }),
-            notify: Notify::new(),
-        });
-        Self {
-            queue,
-            stop,
-            memory_cap: options.memory_queue.max(1),
-        }
-    }
-
-    /// Starts the worker of `entry`, whose handle this is. Only once the
-    /// entry exists: a worker that found no entry to upgrade to would take
-    /// it for a deleted subscription and stop, never to deliver.
-    pub(super) fn start(
-        &self,
-        entry: Weak<Entry>,
-        store: Arc<dyn Store>,
-        outbox: Arc<Outbox>,
-        sender: Arc<Sender>,
-        options: DeliveryOptions,
-    ) {
-        let worker = Worker {
-            entry,
-            store,
-            outbox,
-            sender,
-            options,
-            queue: Arc::clone(&self.queue),
-            stop: self.stop.clone(),
-            cursor: 0,
-            last_persist: Instant::now(),
-            dirty: false,
-        };
-        tokio::spawn(worker.run());
-    }
+/// Starts the delivery worker of `entry` (its handle is `entry.worker`).
+/// It takes the finished entry: a worker that found no entry to upgrade to
+/// would take the subscription for deleted and stop, never to deliver.
+pub(super) fn start(
+    entry: &Arc<Entry>,
+    store: Arc<dyn Store>,
+    outbox: Arc<Outbox>,
+    sender: Arc<Sender>,
+    options: DeliveryOptions,
+) {
+    let worker = Worker {
+        entry: Arc::downgrade(entry),
+        store,
+        outbox,
+        sender,
+        options,
+        queue: Arc::clone(&entry.worker.queue),
+        stop: entry.worker.stop.clone(),
+        cursor: 0,
+        last_persist: Instant::now(),
+        dirty: false,
+    };
+    tokio::spawn(worker.run());
 }
 
 struct Worker {

@@ -113,8 +113,8 @@ impl Subscriptions {
             twin: Arc::clone(&self.twin),
             security: Arc::clone(&self.security),
         });
-        entry.worker.start(
-            Arc::downgrade(&entry),
+        delivery::start(
+            &entry,
             Arc::clone(&self.store),
             Arc::clone(&self.outbox),
             Arc::clone(&self.sender),
