@@ -253,10 +253,14 @@ impl Tenants {
 
     /// Closes every other tenant's queue and waits for its writer to drain.
     pub async fn shutdown(&self) {
-        self.others.lock().await.clear();
+        let others: Vec<Arc<Tenant>> = self.others.lock().await.drain().map(|(_, t)| t).collect();
         let writers = std::mem::take(&mut *self.writers.lock().unwrap_or_else(PoisonError::into_inner));
         for w in writers {
             w.join().await;
+        }
+        // Their workers stop with the stop token; their last writes are awaited.
+        for tenant in std::iter::once(&self.default).chain(&others) {
+            tenant.subscriptions.stopped().await;
         }
     }
 }

@@ -292,6 +292,56 @@ async fn pending_notifications_of_every_subscription_survive_a_restart() {
     assert_eq!(got.len(), 3 * SUBSCRIPTIONS, "each subscription's three changes");
 }
 
+/// Shutdown waits for the delivery workers' last writes, and a send in
+/// progress does not hold it: a failure counted just before is saved, the
+/// notification held by an endpoint that never answers stays pending.
+#[tokio::test]
+async fn shutdown_saves_delivery_counters_and_is_not_held_by_a_silent_endpoint() {
+    let s = with_lights(2).await;
+    // Refuses connections: the failure is counted at once.
+    let parked = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let refused = parked.local_addr().unwrap();
+    drop(parked);
+    let failing = subscribe(&s, &subscription(&format!("http://{refused}/notify"))).await;
+    // Accepts connections and never answers (the send times out after 10 s).
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut silent_sub = subscription(&format!("http://{}/notify", silent.local_addr().unwrap()));
+    silent_sub["entities"] = json!([{"id": "urn:ngsi-ld:Streetlight:dijon:000002", "type": "Streetlight"}]);
+    subscribe(&s, &silent_sub).await;
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((conn, _)) = silent.accept().await {
+            open.push(conn);
+        }
+    });
+    set_power(&s, 1, "off").await;
+    set_power(&s, 2, "off").await;
+    // The failure is counted (and kept only in memory: counters are saved every 5 s).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let TestServer { running, data, .. } = s;
+    let stopping = std::time::Instant::now();
+    running.shutdown().await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        stopping.elapsed()
+    );
+    held.abort();
+
+    let config = common::config_for(data.path(), None);
+    let s = TestServer::start_with(config, data).await;
+    let res = s
+        .http
+        .get(s.url(&format!("/ngsi-ld/v1/subscriptions/{failing}")))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = res.json().await.unwrap();
+    let notification = &body["notification"];
+    assert_eq!(notification["status"], "failed", "{body}");
+    assert!(notification["timesFailed"].as_u64().unwrap_or(0) >= 1, "{body}");
+}
+
 #[tokio::test]
 async fn notifications_reach_an_mqtt_endpoint() {
     let s = TestServer::with_embedded_broker_and(|c| c.mqtt.require_device_auth = false).await;

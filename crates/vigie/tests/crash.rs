@@ -330,3 +330,57 @@ async fn sigterm_mid_ingest_exits_cleanly_with_everything_acknowledged_stored() 
         started.elapsed()
     );
 }
+
+/// SIGTERM waits for the subscriptions' delivery workers: a failure counted
+/// just before (counters are otherwise saved every 5 s) is in the store
+/// after the process has exited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_saves_the_delivery_counters_of_subscriptions() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let config = write_config(
+        data.path(),
+        &format!(
+            "embedded = true\nembedded_listen = \"127.0.0.1:{}\"",
+            common::free_port()
+        ),
+    );
+    let vigie = Vigie::start(&config).await;
+    let light = serde_json::json!({
+        "id": "urn:ngsi-ld:Streetlight:dijon:000001",
+        "type": "Streetlight",
+        "powerState": {"type": "Property", "value": "on"},
+    });
+    let (status, body) = vigie.post_json("/ngsi-ld/v1/entities", &light).await;
+    assert_eq!(status, 201, "{body}");
+    // An endpoint that refuses connections: the failure is counted at once.
+    let refused = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let subscription = serde_json::json!({
+        "type": "Subscription",
+        "entities": [{"type": "Streetlight"}],
+        "watchedAttributes": ["powerState"],
+        "notification": {"endpoint": {"uri": format!("http://{refused}/notify")}},
+    });
+    let (status, body) = vigie.post_json("/ngsi-ld/v1/subscriptions", &subscription).await;
+    assert_eq!(status, 201, "{body}");
+    let res = vigie
+        .http
+        .patch(vigie.url("/ngsi-ld/v1/entities/urn:ngsi-ld:Streetlight:dijon:000001/attrs"))
+        .json(&serde_json::json!({"powerState": {"type": "Property", "value": "off"}}))
+        .send()
+        .await
+        .expect("PATCH");
+    assert_eq!(res.status().as_u16(), 204);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, took, log) = vigie.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "exit {status:?} after SIGTERM: {log}");
+    assert!(took < Duration::from_secs(10));
+
+    let store = open_store(data.path()).await;
+    let records = store.subscriptions().await.expect("subscriptions");
+    store.close().await;
+    assert_eq!(records.len(), 1);
+    let delivery = records[0].subscription.delivery();
+    assert!(delivery.times_failed >= 1, "{delivery:?}\n{log}");
+}

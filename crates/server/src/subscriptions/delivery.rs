@@ -13,6 +13,7 @@ use http_body_util::Full;
 use serde_json::Value;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use vigie_core::ngsi::Subscription;
 use vigie_core::ngsi::subscription::{MqttTarget, Target};
 use vigie_core::{EntityId, Timestamp};
@@ -136,16 +137,21 @@ impl Outbox {
                 () = tokio::time::sleep(Self::EVERY) => false,
                 () = stop.cancelled() => true,
             };
-            let seqs = std::mem::take(&mut *self.delivered.lock().unwrap_or_else(PoisonError::into_inner));
-            if !seqs.is_empty()
-                && let Err(e) = store.delete_notifications(&seqs).await
-            {
-                // Delivered but still in the outbox: sent again after a restart (at least once).
-                tracing::warn!(notifications = seqs.len(), error = %e, "cannot delete delivered notifications");
-            }
+            self.flush(&*store).await;
             if stopping {
                 break;
             }
+        }
+    }
+
+    /// Deletes what was delivered since the last time.
+    pub(super) async fn flush(&self, store: &dyn Store) {
+        let seqs = std::mem::take(&mut *self.delivered.lock().unwrap_or_else(PoisonError::into_inner));
+        if !seqs.is_empty()
+            && let Err(e) = store.delete_notifications(&seqs).await
+        {
+            // Delivered but still in the outbox: sent again after a restart (at least once).
+            tracing::warn!(notifications = seqs.len(), error = %e, "cannot delete delivered notifications");
         }
     }
 }
@@ -159,6 +165,7 @@ pub(super) fn start(
     outbox: Arc<Outbox>,
     sender: Arc<Sender>,
     options: DeliveryOptions,
+    tasks: &TaskTracker,
 ) {
     let worker = Worker {
         entry: Arc::downgrade(entry),
@@ -172,7 +179,7 @@ pub(super) fn start(
         last_persist: Instant::now(),
         dirty: false,
     };
-    tokio::spawn(worker.run());
+    tasks.spawn(worker.run());
 }
 
 struct Worker {
@@ -280,10 +287,12 @@ impl Worker {
                 continue;
             }
             let now = Timestamp::now();
-            let result = self
-                .sender
-                .send(&sub, seqs.first().copied().unwrap_or(0), now, data.clone())
-                .await;
+            // Vigie stopping cuts a send short: the batch stays in the
+            // outbox and goes again after the restart (at least once).
+            let result = tokio::select! {
+                result = self.sender.send(&sub, seqs.first().copied().unwrap_or(0), now, data.clone()) => result,
+                () = self.stop.cancelled() => return,
+            };
             self.record(result.is_ok(), now);
             match result {
                 Ok(()) => {
@@ -330,10 +339,10 @@ impl Worker {
             return;
         }
         let now = Timestamp::now();
-        let result = self
-            .sender
-            .send(sub, now.as_millisecond().unsigned_abs(), now, data)
-            .await;
+        let result = tokio::select! {
+            result = self.sender.send(sub, now.as_millisecond().unsigned_abs(), now, data) => result,
+            () = self.stop.cancelled() => return,
+        };
         if let Err(e) = &result {
             tracing::warn!(subscription = %sub.id(), error = %e, "periodic notification not delivered");
         }

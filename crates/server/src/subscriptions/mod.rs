@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use vigie_core::Timestamp;
 use vigie_core::access::Principal;
 use vigie_core::ngsi::Subscription;
@@ -33,6 +34,9 @@ use crate::security::Security;
 use crate::twin::Twin;
 
 pub use delivery::DeliveryOptions;
+
+/// How long shutdown waits for the delivery workers' last writes.
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// One subscription and the worker delivering its notifications.
 struct Entry {
@@ -68,6 +72,8 @@ pub struct Subscriptions {
     outbox: Arc<delivery::Outbox>,
     options: DeliveryOptions,
     stop: CancellationToken,
+    /// The delivery workers and the outbox's deleter, awaited at shutdown.
+    tasks: TaskTracker,
 }
 
 impl Subscriptions {
@@ -84,7 +90,8 @@ impl Subscriptions {
         let records = store.subscriptions().await?;
         let seq = store.last_notification_seq().await?;
         let outbox = Arc::new(delivery::Outbox::default());
-        tokio::spawn(Arc::clone(&outbox).run(Arc::clone(&store), stop.clone()));
+        let tasks = TaskTracker::new();
+        tasks.spawn(Arc::clone(&outbox).run(Arc::clone(&store), stop.clone()));
         let this = Arc::new(Self {
             store,
             twin,
@@ -96,6 +103,7 @@ impl Subscriptions {
             outbox,
             options,
             stop,
+            tasks,
         });
         let pending = this.store.count_pending_notifications().await?;
         for record in records {
@@ -119,6 +127,7 @@ impl Subscriptions {
             Arc::clone(&self.outbox),
             Arc::clone(&self.sender),
             self.options.clone(),
+            &self.tasks,
         );
         let old = self
             .entries
@@ -128,6 +137,22 @@ impl Subscriptions {
         if let Some(old) = old {
             old.worker.stop();
         }
+    }
+
+    /// Once Vigie's stop token is cancelled: waits for the delivery workers
+    /// and the outbox's deleter to end, so that their last writes (delivery
+    /// counters, deletions of what was delivered) land before the process
+    /// exits. Bounded: a store that does not answer does not hold the exit.
+    pub async fn stopped(&self) {
+        self.tasks.close();
+        if tokio::time::timeout(STOP_WAIT, self.tasks.wait()).await.is_err() {
+            tracing::warn!(
+                tasks = self.tasks.len(),
+                "subscription workers still busy at shutdown; their last counters may be lost"
+            );
+        }
+        // What workers delivered after the deleter's last round.
+        self.outbox.flush(&*self.store).await;
     }
 
     pub fn len(&self) -> usize {
