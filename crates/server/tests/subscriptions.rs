@@ -50,6 +50,12 @@ async fn receiver_on(listener: TcpListener) -> Receiver {
     Receiver { url, rx }
 }
 
+/// A loopback address nobody listens on (yet): connections are refused.
+async fn refusing_addr() -> std::net::SocketAddr {
+    let parked = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    parked.local_addr().unwrap()
+}
+
 async fn receiver() -> Receiver {
     receiver_on(TcpListener::bind("127.0.0.1:0").await.unwrap()).await
 }
@@ -225,10 +231,7 @@ async fn the_api_answers_every_operation_and_error() {
 #[tokio::test]
 async fn notifications_wait_for_a_dead_endpoint_and_arrive_in_order() {
     let s = with_lights(5).await;
-    // A port nobody listens on yet.
-    let parked = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = parked.local_addr().unwrap();
-    drop(parked);
+    let addr = refusing_addr().await;
     let url = format!("http://{addr}/notify");
     let mut sub = subscription(&url);
     sub["q"] = json!("powerState==\"off\"|powerState==\"on\"");
@@ -258,9 +261,7 @@ async fn notifications_wait_for_a_dead_endpoint_and_arrive_in_order() {
 async fn pending_notifications_of_every_subscription_survive_a_restart() {
     const SUBSCRIPTIONS: usize = 40;
     let s = with_lights(3).await;
-    let parked = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = parked.local_addr().unwrap();
-    drop(parked);
+    let addr = refusing_addr().await;
     for _ in 0..SUBSCRIPTIONS {
         subscribe(&s, &subscription(&format!("http://{addr}/notify"))).await;
     }
@@ -299,9 +300,7 @@ async fn pending_notifications_of_every_subscription_survive_a_restart() {
 async fn shutdown_saves_delivery_counters_and_is_not_held_by_a_silent_endpoint() {
     let s = with_lights(2).await;
     // Refuses connections: the failure is counted at once.
-    let parked = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let refused = parked.local_addr().unwrap();
-    drop(parked);
+    let refused = refusing_addr().await;
     let failing = subscribe(&s, &subscription(&format!("http://{refused}/notify"))).await;
     // Accepts connections and never answers (the send times out after 10 s).
     let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
