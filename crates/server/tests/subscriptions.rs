@@ -329,13 +329,8 @@ async fn shutdown_saves_delivery_counters_and_is_not_held_by_a_silent_endpoint()
 
     let config = common::config_for(data.path(), None);
     let s = TestServer::start_with(config, data).await;
-    let res = s
-        .http
-        .get(s.url(&format!("/ngsi-ld/v1/subscriptions/{failing}")))
-        .send()
-        .await
-        .unwrap();
-    let body: Value = res.json().await.unwrap();
+    let (status, body) = s.get_json(&format!("/ngsi-ld/v1/subscriptions/{failing}")).await;
+    assert_eq!(status, 200, "{body}");
     let notification = &body["notification"];
     assert_eq!(notification["status"], "failed", "{body}");
     assert!(notification["timesFailed"].as_u64().unwrap_or(0) >= 1, "{body}");

@@ -353,9 +353,7 @@ async fn sigterm_saves_the_delivery_counters_of_subscriptions() {
     let (status, body) = vigie.post_json("/ngsi-ld/v1/entities", &light).await;
     assert_eq!(status, 201, "{body}");
     // An endpoint that refuses connections: the failure is counted at once.
-    let refused = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port");
+    let refused = format!("127.0.0.1:{}", common::free_port());
     let subscription = serde_json::json!({
         "type": "Subscription",
         "entities": [{"type": "Streetlight"}],
